@@ -1,0 +1,141 @@
+"""The storage contract every backend implements (memory fake, SQLite, PostgreSQL).
+
+Semantics follow the FHIR RESTful API (https://hl7.org/fhir/R4/http.html): every change makes a
+new version; ``versionId`` counts 1, 2, 3... per resource; a delete is a version with no content;
+history keeps every version. Every committed change also writes one :class:`OutboxEvent` in the same
+database transaction, so that side effects (subscriptions, audit export, workflow) are never lost
+and never describe a write that did not commit.
+
+Errors are raised from :mod:`healthbridge.fhir.errors`: ``NotFound`` (never existed),
+``Gone`` (current version is a delete), ``PreconditionFailed`` (If-Match mismatch),
+``Conflict`` (create with an id that exists), ``Unavailable`` (database unreachable; nothing was
+written).
+
+Backends receive resources that the REST layer has already validated; they set ``id`` and
+``meta.versionId``/``meta.lastUpdated`` themselves (client values are overridden) and store the
+encoded bytes once. Reads return those exact bytes.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from healthbridge.fhir.types import Resource
+
+Method = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of one resource as stored."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime  # timezone-aware, UTC
+    deleted: bool
+    content: bytes  # the exact JSON bytes served on read; b"" for a delete
+    method: Method
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """History at system (both None), type (id None) or instance level.
+
+    https://hl7.org/fhir/R4/http.html#history: ``since`` keeps versions with
+    ``last_updated >= since``; ``at`` keeps, per resource, the version current at that instant.
+    ``cursor`` is the opaque ``next_cursor`` of the previous page.
+    """
+
+    resource_type: str | None = None
+    id: str | None = None
+    since: datetime | None = None
+    at: datetime | None = None
+    count: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[StoredResource]  # newest first
+    next_cursor: str | None
+    total: int | None  # None when not cheaply known
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    seq: int  # strictly increasing in commit order of a single writer
+    resource_type: str
+    id: str
+    version_id: int
+    method: Method
+    recorded: datetime
+
+
+class Transaction(Protocol):
+    """A unit of work: every call inside it commits together or not at all. Reads see its writes."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource: ...
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource:
+        """Store version 1. ``id`` None assigns a new UUID; an existing ``id`` raises Conflict."""
+        ...
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        """Store the next version (create-on-update when absent or deleted).
+
+        Returns ``(stored, created)``. ``if_match`` must equal the current version, else
+        PreconditionFailed (also when there is no current version).
+        """
+        ...
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        """Record a delete version; None when there was nothing live to delete."""
+        ...
+
+
+class Repository(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """Open a unit of work; leaving the block normally commits, an exception rolls back."""
+        ...
+
+    async def read(self, resource_type: str, id: str) -> StoredResource: ...
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        """A specific version; Gone when that version is a delete, NotFound when unknown."""
+        ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]: ...
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource: ...
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]: ...
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None: ...
+
+    async def ping(self) -> None:
+        """Raise Unavailable when the database cannot answer (readiness probe)."""
+        ...
+
+    async def close(self) -> None: ...
