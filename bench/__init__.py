@@ -1,0 +1,1 @@
+"""HealthBridge benchmarks: scripts that print numbers and write JSON under bench/results/."""

@@ -1,0 +1,148 @@
+"""The composition root: ``create_app(settings)`` builds the whole server from Settings.
+
+Nothing imports this module except the CLI and tests. The lifespan opens the repository (the SQL
+backend chosen by the database URL, unless a repository is injected), builds the FHIR service and
+mounts the FHIR routes; ``/healthz``, ``/readyz`` and ``/metrics`` are served beside ``/fhir``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from healthbridge import __version__
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.errors import FhirError, Issue, MethodNotAllowed, Unavailable
+from healthbridge.fhir.validation import Validator
+from healthbridge.infra.logging import configure_logging, get_logger
+from healthbridge.infra.observability import Metrics, ObservabilityMiddleware
+from healthbridge.rest.capabilities import Capabilities
+from healthbridge.rest.context import RestContext
+from healthbridge.rest.errors import error_response, internal_error_response, outcome_response
+from healthbridge.rest.http import HttpLimits
+from healthbridge.rest.operations import validate
+from healthbridge.rest.operations.registry import OperationRegistry
+from healthbridge.rest.routes import Router
+from healthbridge.rest.service import FhirService
+from healthbridge.settings import Settings
+from healthbridge.store.repository import Repository
+
+RepositoryFactory = Callable[[], Awaitable[Repository]]
+_log = get_logger("healthbridge.app")
+
+
+def _operations() -> OperationRegistry:
+    """The explicit list of operations this server offers."""
+    registry = OperationRegistry()
+    registry.register(validate.OPERATION)
+    return registry
+
+
+def _sql_factory(settings: Settings) -> RepositoryFactory:
+    async def factory() -> Repository:
+        from healthbridge.store.sql import open_repository
+
+        return await open_repository(settings.database_url(), pool_size=settings.db_pool_size)
+
+    return factory
+
+
+def _fhir_routes(settings: Settings, repository: Repository) -> list[Route]:
+    definitions = load_definitions()
+    validator = Validator(definitions, max_string_length=settings.max_string_chars)
+    service = FhirService(repository, definitions, validator)
+    limits = HttpLimits(
+        max_body_bytes=settings.max_body_bytes,
+        default_page_size=settings.default_page_size,
+        max_page_size=settings.max_page_size,
+        public_base_url=settings.public_base_url,
+    )
+    ctx = RestContext(service=service, limits=limits, software_version=__version__)
+    operations = _operations()
+    capabilities = Capabilities(ctx, operations)
+    router = Router(ctx, operations)
+    return [Route("/fhir/metadata", capabilities.handle, methods=["GET"]), *router.routes()]
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed here"))
+    code = "not-found" if exc.status_code == 404 else "processing"
+    text = f"No endpoint at {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+    return outcome_response(exc.status_code, [Issue("error", code, text)])
+
+
+def create_app(
+    settings: Settings, *, repository_factory: RepositoryFactory | None = None
+) -> Starlette:
+    """Build the ASGI app. ``repository_factory`` lets tests inject a backend."""
+    configure_logging(settings.log_level)
+    factory = repository_factory or _sql_factory(settings)
+    metrics = Metrics()
+    state: dict[str, Repository] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        repository = await factory()
+        state["repository"] = repository
+        app.router.routes[:0] = _fhir_routes(settings, repository)
+        _log.info("started", database=settings.database_url().split("@")[-1].split("?")[0])
+        try:
+            yield
+        finally:
+            await repository.close()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        repository = state.get("repository")
+        try:
+            if repository is None:
+                raise Unavailable("starting")
+            await repository.ping()
+        except FhirError:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
+        exception_handlers={FhirError: _fhir_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+
+    def error_body(request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        response = internal_error_response(request_id)
+        return response.status_code, response.raw_headers, bytes(response.body)
+
+    app.add_middleware(
+        ObservabilityMiddleware,  # type: ignore[arg-type]
+        metrics=metrics,
+        error_body=error_body,
+        access_log=settings.access_log,
+    )
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for Granian workers: settings come from HEALTHBRIDGE_* variables."""
+    return create_app(Settings())

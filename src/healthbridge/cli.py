@@ -1,0 +1,203 @@
+"""The ``healthbridge`` command: serve, migrate, demo, version.
+
+Every option also reads ``HEALTHBRIDGE_<OPTION>`` from the environment (via Settings). ``serve``
+migrates the database, optionally loads the demo data, prints the FHIR base URL and starts Granian
+with N workers; workers rebuild the app from the same environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from healthbridge import FHIR_VERSION, __version__
+from healthbridge.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="HealthBridge FHIR R4 server")
+console = Console(stderr=True)
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")]
+PortOpt = Annotated[int | None, typer.Option(help="Port [default: 8080]")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="sqlite:///file.db or postgresql://user@host/db [default: SQLite under --data-dir]",
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Data directory [default: ./healthbridge-data]")
+]
+
+
+def _settings(**given: Any) -> Settings:
+    """Settings from the environment, overridden by options given on the command line."""
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        console.print(f"[red]Invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _export(settings: Settings) -> None:
+    """Hand the effective settings to Granian's worker processes through the environment."""
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"HEALTHBRIDGE_{name.upper()}"] = str(value)
+    os.environ["HEALTHBRIDGE_DATABASE"] = settings.database_url()
+
+
+def _migrate(settings: Settings) -> None:
+    from healthbridge.store.sql import migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        migrate(settings.database_url())
+    except Exception as exc:  # report any driver error plainly, then stop
+        console.print(
+            f"[red]Could not prepare the database:[/red] {exc}\n"
+            "Check --database / HEALTHBRIDGE_DATABASE and that the server is running."
+        )
+        raise typer.Exit(1) from None
+
+
+async def _load_demo(settings: Settings) -> tuple[int, int]:
+    from healthbridge.demo import demo_resources
+    from healthbridge.fhir.definitions import load_definitions
+    from healthbridge.fhir.errors import NotFound
+    from healthbridge.fhir.validation import Validator
+    from healthbridge.store.sql import open_repository
+
+    repository = await open_repository(settings.database_url())
+    validator = Validator(load_definitions())
+    resources = list(demo_resources())
+    loaded = skipped = 0
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("Loading demo data", total=len(resources))
+            for resource in resources:
+                validator.check(resource, resource["resourceType"])
+                try:
+                    await repository.read(resource["resourceType"], resource["id"])
+                    skipped += 1
+                except NotFound:
+                    await repository.update(resource["resourceType"], resource["id"], resource)
+                    loaded += 1
+                progress.advance(task)
+    finally:
+        await repository.close()
+    return loaded, skipped
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    database: DbOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1]")] = None,
+    demo: Annotated[bool | None, typer.Option("--demo", help="Load the demo data set")] = None,
+    no_auth: Annotated[
+        bool | None, typer.Option("--no-auth", help="Local development only: no authorization")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+) -> None:
+    """Migrate the database, optionally load demo data, and serve the FHIR API."""
+    settings = _settings(
+        host=host,
+        port=port,
+        database=database,
+        data_dir=data_dir,
+        workers=workers,
+        demo=demo,
+        no_auth=no_auth,
+    )
+    if settings.no_auth and not settings.host_is_loopback():
+        console.print(
+            "[red]--no-auth is for local development only and needs a loopback "
+            "--host (127.0.0.1, ::1 or localhost).[/red]"
+        )
+        raise typer.Exit(2)
+    if bool(tls_cert) != bool(tls_key):
+        console.print("[red]Give both --tls-cert and --tls-key, or neither.[/red]")
+        raise typer.Exit(2)
+    _migrate(settings)
+    if settings.demo:
+        loaded, skipped = asyncio.run(_load_demo(settings))
+        console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
+    scheme = "https" if tls_cert else "http"
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"{scheme}://{shown_host}:{settings.port}/fhir"
+    if not settings.host_is_loopback():
+        console.print(
+            "[yellow]Warning: listening beyond loopback; authorization is not "
+            "implemented in this version, so anyone who can reach this port can read "
+            "and write data. Put it behind an authenticating proxy.[/yellow]"
+        )
+    print(f"HealthBridge {__version__} (FHIR {FHIR_VERSION}) serving {base}", flush=True)
+    _export(settings)
+    _run_granian(settings, tls_cert, tls_key)
+
+
+def _run_granian(settings: Settings, tls_cert: Path | None, tls_key: Path | None) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    if settings.workers > 1:
+        metrics_dir = settings.data_dir.resolve() / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    server = Granian(
+        "healthbridge.app:create_app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        ssl_cert=tls_cert,
+        ssl_key=tls_key,
+        log_access=False,
+        respawn_failed_workers=True,
+    )
+    server.serve()
+
+
+@app.command()
+def migrate(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Create or upgrade the database schema to the latest version."""
+    settings = _settings(database=database, data_dir=data_dir)
+    _migrate(settings)
+    console.print("Database is up to date.")
+
+
+@app.command()
+def demo(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Load the demo data set (patients, encounters, observations, conditions, medications)."""
+    settings = _settings(database=database, data_dir=data_dir)
+    _migrate(settings)
+    loaded, skipped = asyncio.run(_load_demo(settings))
+    console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
+
+
+@app.command()
+def version() -> None:
+    """Print the HealthBridge and FHIR versions."""
+    print(f"healthbridge {__version__} (FHIR {FHIR_VERSION})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
