@@ -1,0 +1,138 @@
+"""In-memory :class:`~healthbridge.store.repository.Repository` for tests and demos.
+
+It passes the same contract suite as the SQL backends (tests/store), following the FHIR RESTful
+API (https://hl7.org/fhir/R4/http.html): versions, history, If-Match, delete as a version, and one
+outbox event per committed change. One unit of work runs at a time (an asyncio.Lock); its writes
+are buffered and become visible to others only when it commits, so a rollback leaves nothing.
+Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from healthbridge.store.autocommit import AutocommitWrites
+from healthbridge.store.history import page_of
+from healthbridge.store.instants import Clock, system_clock
+from healthbridge.store.repository import (
+    HistoryPage,
+    HistoryQuery,
+    OutboxEvent,
+    StoredResource,
+    Transaction,
+)
+from healthbridge.store.versioning import (
+    Current,
+    VersionWriter,
+    is_valid_key,
+    not_found,
+    require_live,
+)
+
+Key = tuple[str, str]
+
+
+class _State:
+    def __init__(self) -> None:
+        self.current: dict[Key, StoredResource] = {}
+        self.versions: dict[Key, dict[int, StoredResource]] = {}
+        self.outbox: list[OutboxEvent] = []
+
+    def apply(self, written: list[StoredResource]) -> None:
+        for stored in written:
+            key = (stored.resource_type, stored.id)
+            self.current[key] = stored
+            self.versions.setdefault(key, {})[stored.version_id] = stored
+            event = OutboxEvent(
+                len(self.outbox) + 1,
+                stored.resource_type,
+                stored.id,
+                stored.version_id,
+                stored.method,
+                stored.last_updated,
+            )
+            self.outbox.append(event)
+
+
+class MemoryTransaction(VersionWriter):
+    """Buffers its writes; reads see them first, then the committed state."""
+
+    def __init__(self, state: _State, clock: Clock) -> None:
+        super().__init__(clock)
+        self._state = state
+        self._pending: dict[Key, StoredResource] = {}
+        self.written: list[StoredResource] = []
+
+    def _lookup(self, key: Key) -> StoredResource | None:
+        return self._pending.get(key) or self._state.current.get(key)
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        stored = self._lookup((resource_type, id))
+        if stored is None:
+            raise not_found(resource_type, id)
+        return require_live(stored)
+
+    async def _current(self, resource_type: str, id: str) -> Current | None:
+        stored = self._lookup((resource_type, id))
+        if stored is None:
+            return None
+        return Current(stored.version_id, stored.last_updated, stored.deleted)
+
+    async def _insert_first(self, stored: StoredResource) -> bool:
+        key = (stored.resource_type, stored.id)
+        if key in self._pending or key in self._state.versions:
+            return False
+        await self._insert_next(stored)
+        return True
+
+    async def _insert_next(self, stored: StoredResource) -> None:
+        self._pending[(stored.resource_type, stored.id)] = stored
+        self.written.append(stored)
+
+
+class MemoryRepository(AutocommitWrites):
+    def __init__(self, *, clock: Clock = system_clock) -> None:
+        self._clock = clock
+        self._state = _State()
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            tx = MemoryTransaction(self._state, self._clock)
+            yield tx
+            self._state.apply(tx.written)
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        stored = self._state.current.get((resource_type, id))
+        if stored is None:
+            raise not_found(resource_type, id)
+        return require_live(stored)
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        stored = self._state.versions.get((resource_type, id), {}).get(version_id)
+        if stored is None:
+            raise not_found(resource_type, id, version_id)
+        return require_live(stored)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        if query.id is not None:
+            key = (query.resource_type or "", query.id)
+            if not is_valid_key(*key) or key not in self._state.versions:
+                raise not_found(*key)
+            versions = list(self._state.versions[key].values())
+        else:
+            versions = [v for by_id in self._state.versions.values() for v in by_id.values()]
+        return page_of(versions, query)
+
+    async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]:
+        start = max(after_seq, 0)
+        return self._state.outbox[start : start + max(limit, 0)]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,118 @@
+"""The only place where SQLite and PostgreSQL differ (https://hl7.org/fhir/R4/http.html).
+
+Statements are built once with SQLAlchemy Core and compiled per dialect (``?`` placeholders for
+apsw, ``$1`` for asyncpg). Here live the dialect objects, the insert-if-absent construct (the same
+``INSERT ... ON CONFLICT DO NOTHING`` SQL, built by each dialect's own ``insert``), the lock that
+serialises concurrent migrations, and the mapping of driver errors to the FHIR error vocabulary:
+connection trouble becomes ``Unavailable`` (503, nothing written), values the database rejects
+(such as NUL characters in text) become ``InvalidRequest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import apsw
+import asyncpg
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
+from sqlalchemy.engine import Dialect as SaDialect
+from sqlalchemy.sql.dml import Insert
+
+from healthbridge.fhir.errors import Conflict, FhirError, InvalidRequest, Unavailable
+
+ErrorMap = Callable[[BaseException, str], FhirError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: Literal["sqlite", "postgresql"]
+    sa: SaDialect
+    insert_if_absent: Callable[[Table], Insert]
+    map_error: ErrorMap
+    """The FHIR error for a driver exception (``where`` names the database), or None."""
+    migration_lock: str | None
+    """SQL run first in the migration transaction so concurrent migrations take turns."""
+    writes_in_one_statement: bool
+    """INSERT/UPDATE ... RETURNING usable in WITH, feeding further INSERTs (PostgreSQL)."""
+
+
+def _sqlite_insert_if_absent(table: Table) -> Insert:
+    keys = [c.name for c in table.primary_key.columns]
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _postgres_insert_if_absent(table: Table) -> Insert:
+    keys = [c.name for c in table.primary_key.columns]
+    return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _sqlite_error(exc: BaseException, where: str) -> FhirError | None:
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return Unavailable(
+            f"The SQLite database {where} stayed locked by another writer longer than the busy "
+            "timeout; nothing was written, retry later"
+        )
+    if isinstance(exc, apsw.FullError):
+        return Unavailable(f"The disk holding {where} is full; nothing was written")
+    unavailable = (
+        apsw.CantOpenError,
+        apsw.IOError,
+        apsw.ReadOnlyError,
+        apsw.PermissionsError,
+        apsw.ConnectionClosedError,
+    )
+    if isinstance(exc, unavailable):
+        return Unavailable(f"The SQLite database {where} is unavailable ({exc}); nothing written")
+    if isinstance(exc, apsw.ConstraintError):
+        return Conflict(f"The change conflicts with stored data ({exc})")
+    if isinstance(exc, apsw.TooBigError):
+        return InvalidRequest(f"A value is too large to store ({exc})", code="too-costly")
+    return None
+
+
+def _postgres_error(exc: BaseException, where: str) -> FhirError | None:
+    unavailable = (
+        asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+        asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+        asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+        asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+        OSError,  # refused, unreachable, DNS; TimeoutError (pool acquire, connect)
+    )
+    if isinstance(exc, unavailable) or (
+        isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+    ):
+        return Unavailable(
+            f"PostgreSQL at {where} is unavailable ({type(exc).__name__}: {exc}); "
+            "nothing was written, retry later"
+        )
+    if isinstance(exc, asyncpg.exceptions.DataError):
+        return InvalidRequest(f"The database rejected a value: {exc}", code="value")
+    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+        return Conflict(f"A concurrent transaction conflicted ({exc}); retry")
+    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+        return Conflict(f"The change conflicts with stored data ({exc})")
+    return None
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    sa=sqlite.dialect(),
+    insert_if_absent=_sqlite_insert_if_absent,
+    map_error=_sqlite_error,
+    migration_lock=None,  # the migration transaction starts with BEGIN IMMEDIATE instead
+    writes_in_one_statement=False,
+)
+
+POSTGRESQL = Dialect(
+    name="postgresql",
+    sa=sa_asyncpg.dialect(),  # type: ignore[no-untyped-call]
+    insert_if_absent=_postgres_insert_if_absent,
+    map_error=_postgres_error,
+    migration_lock="SELECT pg_advisory_xact_lock(7242024001)",
+    writes_in_one_statement=True,
+)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the HealthBridge schema (see :mod:`healthbridge.store.sql.schema`)."""

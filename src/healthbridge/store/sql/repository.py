@@ -1,0 +1,82 @@
+"""The SQL :class:`~healthbridge.store.repository.Repository` over SQLite or PostgreSQL.
+
+Implements the FHIR RESTful API's storage side (https://hl7.org/fhir/R4/http.html): read and
+vread return the stored bytes verbatim, history (http.html#history, :mod:`.history`) is
+keyset-paged newest first, and every committed change writes its outbox row in the same database
+transaction (:mod:`.transaction`). The driver (:mod:`.apsw_engine` or :mod:`.asyncpg_engine`) is
+chosen in :func:`healthbridge.store.sql.open_repository`; nothing here depends on which it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from healthbridge.store.autocommit import AutocommitWrites
+from healthbridge.store.instants import Clock, from_micros
+from healthbridge.store.repository import (
+    HistoryPage,
+    HistoryQuery,
+    OutboxEvent,
+    StoredResource,
+    Transaction,
+)
+from healthbridge.store.sql.engine import Engine, Row
+from healthbridge.store.sql.history import history_page
+from healthbridge.store.sql.statements import Statements
+from healthbridge.store.sql.transaction import SqlTransaction, to_stored
+from healthbridge.store.versioning import is_valid_key, not_found, require_live
+
+
+def _event(row: Row) -> OutboxEvent:
+    seq, resource_type, id, version_id, method, recorded = row
+    return OutboxEvent(seq, resource_type, id, version_id, method, from_micros(recorded))
+
+
+class SqlRepository(AutocommitWrites):
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._sql = Statements(engine.dialect)
+        self._clock = clock
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._engine.unit_of_work() as session:
+            yield SqlTransaction(session, self._sql, self._clock)
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        if not is_valid_key(resource_type, id):
+            raise not_found(resource_type, id)
+        row = await self._engine.fetch_one(self._sql.read_current, (resource_type, id))
+        if row is None:
+            raise not_found(resource_type, id)
+        return require_live(to_stored(row))
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        if not is_valid_key(resource_type, id):
+            raise not_found(resource_type, id, version_id)
+        args = self._sql.read_version.bind(type=resource_type, id=id, version_id=version_id)
+        row = await self._engine.fetch_one(self._sql.read_version, args)
+        if row is None:
+            raise not_found(resource_type, id, version_id)
+        return require_live(to_stored(row))
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        if query.id is not None:
+            key = (query.resource_type or "", query.id)
+            if not is_valid_key(*key):
+                raise not_found(*key)
+        async with self._engine.snapshot() as reader:
+            if query.id is not None and await reader.fetch_one(self._sql.read_current, key) is None:
+                raise not_found(*key)
+            return await history_page(reader, self._engine.dialect, query)
+
+    async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]:
+        args = self._sql.outbox_since.bind(after=after_seq, limit=max(limit, 0))
+        return [_event(row) for row in await self._engine.fetch_all(self._sql.outbox_since, args)]
+
+    async def ping(self) -> None:
+        await self._engine.fetch_one(self._sql.ping, ())
+
+    async def close(self) -> None:
+        await self._engine.close()

@@ -1,0 +1,54 @@
+"""The point statements of the SQL backend, compiled once per dialect.
+
+Reads (https://hl7.org/fhir/R4/http.html#read, #vread), the locking read of the current version
+that writers start with, the outbox feed, and the version writes of :mod:`.writes`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select
+
+from healthbridge.store.sql.compiled import (
+    OUTBOX_COLUMNS,
+    compile_statement,
+    key_filter,
+    select_versions,
+)
+from healthbridge.store.sql.dialects import Dialect
+from healthbridge.store.sql.tables import outbox, resource, resource_history
+from healthbridge.store.sql.writes import VersionWrites
+
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version"  # Alembic's own table
+
+
+class Statements:
+    """The compiled statements for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        c = compile_statement
+        self.read_current = c(select_versions(resource).where(*key_filter(resource)), dialect)
+        self.lock_current = c(
+            select(resource.c.version_id, resource.c.last_updated, resource.c.deleted)
+            .where(*key_filter(resource))
+            .with_for_update(),
+            dialect,
+        )
+        self.read_version = c(
+            select_versions(resource_history).where(
+                *key_filter(resource_history),
+                resource_history.c.version_id == bindparam("version_id"),
+            ),
+            dialect,
+        )
+        self.outbox_since = c(
+            select(*(outbox.c[name] for name in OUTBOX_COLUMNS))
+            .where(outbox.c.seq > bindparam("after"))
+            .order_by(outbox.c.seq)
+            .limit(bindparam("limit")),
+            dialect,
+        )
+        self.ping = c(select(1), dialect)
+        self.writes = VersionWrites(dialect)
+        # The hot paths bind these two positionally as (type, id).
+        assert self.read_current.names == self.lock_current.names == ("type", "id")

@@ -1,0 +1,63 @@
+"""One SQL unit of work: https://hl7.org/fhir/R4/http.html#transaction (one FHIR transaction is
+one database transaction).
+
+The version rules live in :class:`~healthbridge.store.versioning.VersionWriter`; this module
+supplies its storage primitives. ``_current`` locks the current row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; on SQLite the unit of work already holds the database's write lock), so concurrent
+updates get consecutive versions. ``_insert_first`` uses ``INSERT ... ON CONFLICT DO NOTHING``:
+of several units of work creating the same id at once, one wins and the others see the row.
+"""
+
+from __future__ import annotations
+
+from healthbridge.store.instants import Clock, from_micros, to_micros
+from healthbridge.store.repository import StoredResource
+from healthbridge.store.sql.engine import Row, Session
+from healthbridge.store.sql.statements import Statements
+from healthbridge.store.versioning import Current, VersionWriter, not_found, require_live
+
+
+def to_stored(row: Row) -> StoredResource:
+    """A row in :data:`~.statements.VERSION_COLUMNS` order."""
+    resource_type, id, version_id, last_updated, deleted, method, content = row
+    return StoredResource(
+        resource_type, id, version_id, from_micros(last_updated), bool(deleted), content, method
+    )
+
+
+class SqlTransaction(VersionWriter):
+    def __init__(self, session: Session, sql: Statements, clock: Clock) -> None:
+        super().__init__(clock)
+        self._session = session
+        self._sql = sql
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        row = await self._session.fetch_one(self._sql.read_current, (resource_type, id))
+        if row is None:
+            raise not_found(resource_type, id)
+        return require_live(to_stored(row))
+
+    async def _current(self, resource_type: str, id: str) -> Current | None:
+        row = await self._session.fetch_one(self._sql.lock_current, (resource_type, id))
+        if row is None:
+            return None
+        version_id, last_updated, deleted = row
+        return Current(version_id, from_micros(last_updated), bool(deleted))
+
+    def _values(self, stored: StoredResource) -> dict[str, object]:
+        return {
+            "type": stored.resource_type,
+            "id": stored.id,
+            "version_id": stored.version_id,
+            "last_updated": to_micros(stored.last_updated),
+            "deleted": stored.deleted,
+            "method": stored.method,
+            "content": stored.content,
+        }
+
+    async def _insert_first(self, stored: StoredResource) -> bool:
+        first, then = self._sql.writes.first(self._values(stored))
+        return await self._session.execute_chain(first, then)
+
+    async def _insert_next(self, stored: StoredResource) -> None:
+        await self._session.execute(self._sql.writes.next(self._values(stored)))

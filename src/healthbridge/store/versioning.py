@@ -1,0 +1,177 @@
+"""Version rules shared by every backend: https://hl7.org/fhir/R4/http.html#versioning.
+
+* create (http.html#create) stores version 1; a client-chosen id that already exists (even as a
+  delete) is a Conflict, because history keeps every version under that id.
+* update (http.html#update) stores the next version; an absent or deleted resource is created
+  ("update as create"); ``If-Match`` (http.html#concurrency) must equal the current version id,
+  else PreconditionFailed, also when there is no current version. The current version of a
+  deleted resource is its delete version.
+* delete (http.html#delete) records a version without content; deleting nothing returns None.
+
+:class:`VersionWriter` implements these rules once over three storage primitives, so the memory
+fake and the SQL backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+from healthbridge.fhir.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed
+from healthbridge.fhir.meta import stamped_bytes
+from healthbridge.fhir.types import Resource
+from healthbridge.store.instants import Clock, next_instant
+from healthbridge.store.repository import Method, StoredResource
+
+# https://hl7.org/fhir/R4/datatypes.html#id and the resource type names of R4.
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_UPDATE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """What a writer needs to know about the current version of one resource."""
+
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+
+
+def new_id() -> str:
+    """A server-assigned logical id."""
+    return str(uuid.uuid4())
+
+
+def is_valid_key(resource_type: str, id: str) -> bool:
+    return _TYPE.fullmatch(resource_type) is not None and _ID.fullmatch(id) is not None
+
+
+def require_valid_key(resource_type: str, id: str) -> None:
+    if not is_valid_key(resource_type, id):
+        raise InvalidRequest(
+            f"{resource_type!r}/{id!r} is not a valid resource type and id "
+            "(ids are 1-64 of A-Z a-z 0-9 - .)",
+            code="value",
+        )
+
+
+def not_found(resource_type: str, id: str, version_id: int | None = None) -> NotFound:
+    what = f"{resource_type}/{id}" + ("" if version_id is None else f"/_history/{version_id}")
+    return NotFound(f"Resource {what} is not known")
+
+
+def require_live(stored: StoredResource) -> StoredResource:
+    """``stored`` itself, or Gone when it is a delete (http.html#read: 410 after delete)."""
+    if stored.deleted:
+        raise Gone(
+            f"Resource {stored.resource_type}/{stored.id} was deleted "
+            f"(version {stored.version_id})",
+            headers={"ETag": stored.etag},
+        )
+    return stored
+
+
+def check_if_match(
+    resource_type: str, id: str, current: Current | None, if_match: int | None
+) -> None:
+    if if_match is None:
+        return
+    if current is None:
+        raise PreconditionFailed(
+            f"If-Match version {if_match} given but {resource_type}/{id} does not exist"
+        )
+    if current.version_id != if_match:
+        raise PreconditionFailed(
+            f"If-Match version {if_match} does not match the current version "
+            f"{current.version_id} of {resource_type}/{id}"
+        )
+
+
+def next_version(
+    clock: Clock,
+    resource_type: str,
+    id: str,
+    *,
+    current: Current | None,
+    method: Method,
+    resource: Resource | None,
+) -> StoredResource:
+    """The version after ``current``; ``resource`` None makes a delete."""
+    version_id = 1 if current is None else current.version_id + 1
+    last_updated = next_instant(clock, None if current is None else current.last_updated)
+    content = (
+        b""
+        if resource is None
+        else stamped_bytes(resource, resource_type, id, version_id, last_updated)
+    )
+    return StoredResource(
+        resource_type, id, version_id, last_updated, resource is None, content, method
+    )
+
+
+class VersionWriter(ABC):
+    """create / update / delete of one unit of work, over three storage primitives."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    @abstractmethod
+    async def _current(self, resource_type: str, id: str) -> Current | None:
+        """The current version, locked against concurrent writers until the unit of work ends."""
+
+    @abstractmethod
+    async def _insert_first(self, stored: StoredResource) -> bool:
+        """Store version 1 with its history and outbox rows; False if the id exists already."""
+
+    @abstractmethod
+    async def _insert_next(self, stored: StoredResource) -> None:
+        """Replace the current version (locked by :meth:`_current`); add history and outbox."""
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource:
+        if id is None:
+            id = new_id()
+        require_valid_key(resource_type, id)
+        stored = next_version(
+            self._clock, resource_type, id, current=None, method="create", resource=resource
+        )
+        if not await self._insert_first(stored):
+            raise Conflict(f"Resource {resource_type}/{id} already exists", code="duplicate")
+        return stored
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        require_valid_key(resource_type, id)
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._current(resource_type, id)
+            check_if_match(resource_type, id, current, if_match)
+            stored = next_version(
+                self._clock, resource_type, id, current=current, method="update", resource=resource
+            )
+            if current is not None:
+                await self._insert_next(stored)
+                return stored, current.deleted
+            if await self._insert_first(stored):
+                return stored, True
+            # A concurrent writer created it after we looked: update its version instead.
+        raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; retry")
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        require_valid_key(resource_type, id)
+        current = await self._current(resource_type, id)
+        check_if_match(resource_type, id, current, if_match)
+        if current is None or current.deleted:
+            return None
+        stored = next_version(
+            self._clock, resource_type, id, current=current, method="delete", resource=None
+        )
+        await self._insert_next(stored)
+        return stored

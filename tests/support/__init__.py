@@ -1,0 +1,1 @@
+"""Helpers shared by test suites: backends to run contract tests on, a controllable clock."""
