@@ -135,7 +135,7 @@ def create_app(
         return response.status_code, response.raw_headers, bytes(response.body)
 
     app.add_middleware(
-        ObservabilityMiddleware,  # type: ignore[arg-type]
+        ObservabilityMiddleware,
         metrics=metrics,
         error_body=error_body,
         access_log=settings.access_log,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 
+import msgspec
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -31,6 +34,32 @@ ErrorBody = Callable[[str], tuple[int, list[tuple[bytes, bytes]], bytes]]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _log = get_logger("healthbridge.access")
+
+
+class AccessLog:
+    """One JSON line per request, written without structlog's processor chain (which cost ~40%
+    of a cached read). Same shape as the other log lines: timestamp, level, event, fields."""
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self._stream = stream
+        self._encoder = msgspec.json.Encoder()
+
+    def write(self, request_id: str, method: str, path: str, status: int, seconds: float) -> None:
+        line = self._encoder.encode(
+            {
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "level": "info",
+                "event": "request",
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            }
+        )
+        stream = self._stream or sys.stderr.buffer
+        stream.write(line + b"\n")
+        stream.flush()
 
 
 class Metrics:
@@ -51,11 +80,22 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, status: int, seconds: float) -> None:
+        children = self._children.get((method, status))
+        if children is None:
+            if len(self._children) > 256:  # methods are arbitrary client input: bound the cache
+                self._children.clear()
+            children = (self.requests.labels(method, str(status)), self.latency.labels(method))
+            self._children[(method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -67,7 +107,7 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.error_body = error_body
-        self.access_log = access_log
+        self.access_log = AccessLog() if access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,16 +146,9 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             method = scope["method"]
-            self.metrics.requests.labels(method, str(status)).inc()
-            self.metrics.latency.labels(method).observe(elapsed)
-            if self.access_log:
-                _log.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 3),
-                )
+            self.metrics.record(method, status, elapsed)
+            if self.access_log is not None:
+                self.access_log.write(request_id, method, scope["path"], status, elapsed)
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -37,7 +37,7 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 def status_of(error: e.FhirError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

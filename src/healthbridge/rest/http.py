@@ -73,6 +73,8 @@ async def read_resource(request: Request, limits: HttpLimits) -> Any:
 
 
 def pretty_requested(request: Request) -> bool:
+    if not request.scope["query_string"]:
+        return False
     return request.query_params.get("_pretty", "").lower() == "true"
 
 

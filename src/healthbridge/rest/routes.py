@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from healthbridge.fhir.errors import MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
-from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.interactions import create, delete, history, read, update, vread
+from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
@@ -47,7 +47,8 @@ TABLE: dict[tuple[str, str], Interaction] = {
 
 def _negotiate(request: Request) -> None:
     """406 before any work when the client cannot take FHIR JSON."""
-    check_format(request.query_params.get("_format"), request.headers.get("accept"))
+    format_param = request.query_params.get("_format") if request.scope["query_string"] else None
+    check_format(format_param, request.headers.get("accept"))
 
 
 class Router:

@@ -20,6 +20,8 @@ from healthbridge.store.repository import StoredResource
 
 def subset(ctx: RestContext, stored: StoredResource, request: Request) -> bytes:
     """Apply ``_summary`` / ``_elements`` from the query, or return the stored bytes."""
+    if not request.scope["query_string"]:
+        return stored.content
     params = request.query_params
     mode = params.get("_summary")
     elements = params.get("_elements")

@@ -62,7 +62,8 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     if request.method == "GET":
         if id is None:
             raise InvalidRequest("GET $validate needs an instance: [type]/[id]/$validate")
-        resource, mode, profiles = await _stored_resource(ctx, resource_type, id), None, []
+        resource, mode = await _stored_resource(ctx, resource_type, id), None
+        profiles: list[str] = []
     else:
         body = await read_resource(request, ctx.limits)
         resource, mode, profiles = _unwrap(body, resource_type)
