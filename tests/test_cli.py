@@ -116,5 +116,5 @@ def test_serve_demo_over_real_http(tmp_path: Path) -> None:
         assert _get(f"{base}/Observation/patient-1-obs-0")[0] == 200
     finally:
         os.killpg(proc.pid, 15)
-        out = proc.communicate(timeout=20)[0].decode()
+        out = proc.communicate(timeout=60)[0].decode()
     assert f"serving {base}" in out

@@ -167,6 +167,7 @@ def _run_granian(settings: Settings, tls_cert: Path | None, tls_key: Path | None
         ssl_key=tls_key,
         log_access=False,
         respawn_failed_workers=True,
+        workers_kill_timeout=15,  # a worker that has not stopped 15 s after SIGTERM is killed
     )
     server.serve()
 

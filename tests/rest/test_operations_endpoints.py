@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from healthbridge.app import create_app
+from healthbridge.fhir.errors import Unavailable
 from healthbridge.settings import Settings
 from healthbridge.store.memory import MemoryRepository
 from healthbridge.store.repository import Repository
@@ -52,3 +53,24 @@ def test_unexpected_error_is_a_clean_500(tmp_path: Path) -> None:
         assert "secret" not in body and "SELECT" not in body and ".py" not in body
         assert response.json()["resourceType"] == "OperationOutcome"
         assert response.headers["x-request-id"] in body
+
+
+class _Down(MemoryRepository):
+    async def read(self, resource_type: str, id: str) -> object:  # type: ignore[override]
+        raise Unavailable("The database did not answer; try again shortly")
+
+    async def ping(self) -> None:
+        raise Unavailable("down")
+
+
+def test_database_down_is_503_and_not_ready(tmp_path: Path) -> None:
+    async def factory() -> Repository:
+        return _Down()
+
+    app = create_app(Settings(data_dir=tmp_path, access_log=False), repository_factory=factory)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/fhir/Patient/abc")
+        assert response.status_code == 503
+        assert response.json()["issue"][0]["code"] == "transient"
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
