@@ -36,9 +36,12 @@ def base_url(request: Request, limits: HttpLimits) -> str:
     """The FHIR base URL clients use, e.g. ``http://127.0.0.1:8080/fhir``."""
     if limits.public_base_url:
         return limits.public_base_url.rstrip("/")
-    scheme = request.url.scheme
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{scheme}://{host}/fhir"
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}/fhir"
 
 
 async def read_body(request: Request, limits: HttpLimits) -> bytes:

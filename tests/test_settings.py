@@ -1,0 +1,42 @@
+"""Every setting reads HEALTHBRIDGE_<NAME> from the environment; defaults are the embedded node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from healthbridge.settings import Settings
+
+
+def test_defaults_are_the_embedded_single_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HOST", "PORT", "DATABASE", "DATA_DIR", "WORKERS"):
+        monkeypatch.delenv(f"HEALTHBRIDGE_{name}", raising=False)
+    settings = Settings()
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8080, 1)
+    assert (
+        settings.database_url()
+        == f"sqlite:///{Path('healthbridge-data').resolve()}/healthbridge.db"
+    )
+    assert settings.host_is_loopback()
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HEALTHBRIDGE_HOST", "::1")
+    monkeypatch.setenv("HEALTHBRIDGE_PORT", "9999")
+    monkeypatch.setenv("HEALTHBRIDGE_WORKERS", "3")
+    monkeypatch.setenv("HEALTHBRIDGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HEALTHBRIDGE_DEMO", "true")
+    monkeypatch.setenv("HEALTHBRIDGE_DATABASE", "postgresql://hb@db:5432/hb")
+    settings = Settings()
+    assert (settings.host, settings.port, settings.workers, settings.demo) == ("::1", 9999, 3, True)
+    assert settings.database_url() == "postgresql://hb@db:5432/hb"
+    assert settings.host_is_loopback()
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEALTHBRIDGE_PORT", "70000")
+    with pytest.raises(ValueError, match="port"):
+        Settings()
+    monkeypatch.delenv("HEALTHBRIDGE_PORT")
+    assert not Settings(host="0.0.0.0").host_is_loopback()
