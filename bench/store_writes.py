@@ -1,10 +1,14 @@
 """Storage write throughput and point-read latency (SQLite and PostgreSQL, in-process).
 
-Creates ~1.7 KB Patient resources one per transaction (https://hl7.org/fhir/R4/http.html#create),
-sequentially and from 16 concurrent asyncio tasks, then times point reads
-(https://hl7.org/fhir/R4/http.html#read). Prints a table and writes JSON under bench/results/.
+Creates ~1.5 KB Patient resources, each its own change (https://hl7.org/fhir/R4/http.html#create,
+the repository's ``create`` shortcut that plain REST creates use), from 1 and from 16 concurrent
+asyncio tasks; updates them from 16 tasks (http.html#update); then times point reads
+(http.html#read) from 1 task (latency) and 16 tasks (throughput). Prints a table and writes JSON
+under bench/results/. With ``--repeat N`` every figure is the median of N runs, each on a fresh
+database (other load on the machine skews single runs).
 
-    .venv/bin/python bench/store_writes.py [--count 2000] [--postgres-url URL] [--skip-postgres]
+    .venv/bin/python bench/store_writes.py [--count 2000] [--repeat 3] [--postgres-url URL]
+        [--skip-postgres | --skip-sqlite]
 
 Without --postgres-url a scratch database is created on postgresql://postgres@127.0.0.1:5432
 and dropped afterwards.
@@ -21,8 +25,10 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +60,33 @@ def patient(n: int) -> dict[str, Any]:
     return body
 
 
-async def creates(repo: Repository, count: int, tasks: int) -> tuple[float, list[str]]:
-    ids: list[str] = []
-    per_task = count // tasks
+async def in_tasks(tasks: int, work: list[Callable[[], Awaitable[object]]]) -> float:
+    """Run ``work`` spread over ``tasks`` concurrent tasks; calls per second."""
+    per_task = len(work) // tasks
 
-    async def worker(offset: int) -> None:
-        for n in range(per_task):
-            ids.append((await repo.create("Patient", patient(offset + n))).id)
+    async def worker(share: list[Callable[[], Awaitable[object]]]) -> None:
+        for call in share:
+            await call()
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(t * per_task) for t in range(tasks)))
-    return (per_task * tasks) / (time.perf_counter() - start), ids
+    await asyncio.gather(*(worker(work[t * per_task : (t + 1) * per_task]) for t in range(tasks)))
+    return per_task * tasks / (time.perf_counter() - start)
+
+
+async def creates(repo: Repository, count: int, tasks: int) -> tuple[float, list[str]]:
+    ids: list[str] = []
+
+    async def create(n: int) -> None:
+        ids.append((await repo.create("Patient", patient(n))).id)
+
+    rate = await in_tasks(tasks, [partial(create, n) for n in range(count)])
+    return rate, ids
+
+
+async def updates(repo: Repository, ids: list[str], tasks: int) -> float:
+    return await in_tasks(
+        tasks, [partial(repo.update, "Patient", id, patient(n)) for n, id in enumerate(ids)]
+    )
 
 
 async def reads(repo: Repository, ids: list[str], count: int) -> dict[str, float]:
@@ -75,11 +97,13 @@ async def reads(repo: Repository, ids: list[str], count: int) -> dict[str, float
         await repo.read("Patient", id)
         samples.append((time.perf_counter_ns() - start) / 1000)
     samples.sort()
+    concurrent = await in_tasks(16, [partial(repo.read, "Patient", id) for id in picks])
     return {
         "mean_us": statistics.fmean(samples),
         "p50_us": samples[len(samples) // 2],
         "p99_us": samples[int(len(samples) * 0.99)],
         "reads_per_s": 1e6 / statistics.fmean(samples),
+        "reads_per_s_16_tasks": concurrent,
     }
 
 
@@ -89,10 +113,15 @@ async def measure(url: str, count: int) -> dict[str, Any]:
     try:
         sequential, ids = await creates(repo, count, 1)
         concurrent, more = await creates(repo, count, 16)
+        updated = await updates(repo, more, 16)
         read = await reads(repo, ids + more, count * 2)
     finally:
         await repo.close()
-    return {"creates_per_s_1_task": sequential, "creates_per_s_16_tasks": concurrent} | read
+    return {
+        "creates_per_s_1_task": sequential,
+        "creates_per_s_16_tasks": concurrent,
+        "updates_per_s_16_tasks": updated,
+    } | read
 
 
 async def scratch_postgres(count: int) -> dict[str, Any]:
@@ -106,30 +135,56 @@ async def scratch_postgres(count: int) -> dict[str, Any]:
         await admin.close()
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--postgres-url")
-    parser.add_argument("--skip-postgres", action="store_true")
-    options = parser.parse_args()
-    size = len(jsonformat.dumps(patient(0)))
-    results: dict[str, Any] = {"resource_bytes": size, "count": options.count}
+async def scratch_sqlite(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
-        results["sqlite"] = await measure(f"sqlite:///{directory}/bench.db", options.count)
+        return await measure(f"sqlite:///{directory}/bench.db", count)
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]} | {"runs": runs}
+
+
+async def backend_runs(options: argparse.Namespace) -> dict[str, Any]:
+    measures: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
+    if not options.skip_sqlite:
+        measures["sqlite"] = partial(scratch_sqlite, options.count)
     if options.postgres_url:
-        results["postgresql"] = await measure(options.postgres_url, options.count)
+        measures["postgresql"] = partial(measure, options.postgres_url, options.count)
     elif not options.skip_postgres:
-        results["postgresql"] = await scratch_postgres(options.count)
-    results |= {"python": platform.python_version(), "at": datetime.now(UTC).isoformat()}
-    print(f"resource {size} bytes, {options.count} creates per run")
+        measures["postgresql"] = partial(scratch_postgres, options.count)
+    results: dict[str, Any] = {}
+    for backend, run in measures.items():
+        results[backend] = median_of([await run() for _ in range(options.repeat)])
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"resource {results['resource_bytes']} bytes, {results['count']} changes per figure")
     for backend in ("sqlite", "postgresql"):
         if backend in results:
             row = results[backend]
             print(
-                f"{backend:10} creates/s 1 task {row['creates_per_s_1_task']:8.0f}  "
-                f"16 tasks {row['creates_per_s_16_tasks']:8.0f}  read p50 {row['p50_us']:7.1f} us"
-                f"  p99 {row['p99_us']:7.1f} us  ({row['reads_per_s']:.0f} reads/s)"
+                f"{backend:10} creates/s 1 task {row['creates_per_s_1_task']:6.0f}  16 tasks "
+                f"{row['creates_per_s_16_tasks']:6.0f} | updates/s 16 tasks "
+                f"{row['updates_per_s_16_tasks']:6.0f} | read p50 {row['p50_us']:6.1f} us "
+                f"p99 {row['p99_us']:6.1f} us, reads/s 1 task {row['reads_per_s']:6.0f}  "
+                f"16 tasks {row['reads_per_s_16_tasks']:6.0f}"
             )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--postgres-url")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    options = parser.parse_args()
+    size = len(jsonformat.dumps(patient(0)))
+    results: dict[str, Any] = {"resource_bytes": size, "count": options.count}
+    results |= await backend_runs(options)
+    results |= {"python": platform.python_version(), "at": datetime.now(UTC).isoformat()}
+    report(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store_writes-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(results, indent=2))

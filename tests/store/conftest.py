@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from healthbridge.store.repository import Repository
+from healthbridge.store.sql import migrate
 from tests.support import databases
 from tests.support.clock import FakeClock
 
@@ -45,3 +46,16 @@ async def repo(
     postgres = request.getfixturevalue("postgres_database") if backend == "postgresql" else None
     async with databases.open_backend(backend, tmp_path, postgres, clock=clock) as repository:
         yield repository
+
+
+@pytest.fixture(params=databases.SQL_BACKEND_PARAMS)
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty SQL database for repositories the test opens itself."""
+    if request.param == "sqlite":
+        url = databases.sqlite_url(tmp_path)
+        migrate(url)
+        return url
+    postgres: databases.PostgresDatabase = request.getfixturevalue("postgres_database")
+    url = postgres.require()
+    databases.run_blocking(databases.empty_postgres(url))
+    return url

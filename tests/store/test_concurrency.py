@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthbridge.fhir.errors import Conflict, PreconditionFailed
+from healthbridge.fhir.errors import Conflict, InvalidRequest, PreconditionFailed
 from healthbridge.store.repository import HistoryQuery, Repository, StoredResource
-from healthbridge.store.sql import migrate
-from tests.support import databases
 from tests.support.writers import Outcome, create_with_id, update_if_match, update_many
 
 PATIENT = {"resourceType": "Patient"}
@@ -70,6 +67,75 @@ async def test_parallel_updates_as_create_of_a_new_id(repo: Repository) -> None:
     assert sum(created for _, created in results) == 1
 
 
+async def test_concurrent_changes_that_fail_leave_the_others_and_no_trace(
+    repo: Repository,
+) -> None:
+    """Each caller gets its own outcome (http.html#create, #update, #concurrency): a Conflict, a
+    failed If-Match or a bad id fails only that change, which leaves no version and no event."""
+    await repo.create("Patient", PATIENT, id="taken")
+    await repo.create("Patient", PATIENT, id="guarded")
+    results = await asyncio.gather(
+        *(repo.create("Patient", PATIENT, id=f"ok{n}") for n in range(5)),
+        repo.create("Patient", PATIENT, id="taken"),
+        repo.update("Patient", "guarded", PATIENT, if_match=7),
+        repo.create("Patient", PATIENT, id="bad id!"),
+        repo.delete("Patient", "guarded", if_match=9),
+        repo.update("Patient", "guarded", PATIENT),
+        return_exceptions=True,
+    )
+    created, failed, updated = results[:5], results[5:9], results[9]
+    assert [stored.id for stored in created if isinstance(stored, StoredResource)] == [
+        f"ok{n}" for n in range(5)
+    ]
+    assert [type(error) for error in failed] == [
+        Conflict,
+        PreconditionFailed,
+        InvalidRequest,
+        PreconditionFailed,
+    ]
+    assert isinstance(updated, tuple) and updated[0].version_id == 2
+    assert (await repo.history(HistoryQuery("Patient", "taken"))).total == 1
+    assert (await repo.history(HistoryQuery("Patient", "guarded"))).total == 2
+    events = [(e.id, e.version_id) for e in await repo.outbox_since(0, limit=100)]
+    assert sorted(events[2:]) == [("guarded", 2)] + [(f"ok{n}", 1) for n in range(5)]
+
+
+async def test_many_concurrent_creates_are_each_stored_with_one_event(repo: Repository) -> None:
+    """Every acknowledged create is readable and has exactly one outbox event (http.html#create)."""
+    created = await asyncio.gather(
+        *(repo.create("Patient", {**PATIENT, "id": "ignored"}) for _ in range(300))
+    )
+    assert len({stored.id for stored in created}) == 300
+    for stored in created:
+        assert await repo.read("Patient", stored.id) == stored
+    events = await repo.outbox_since(0, limit=1000)
+    assert sorted((e.id, e.version_id, e.method) for e in events) == sorted(
+        (stored.id, 1, "create") for stored in created
+    )
+    assert len({e.seq for e in events}) == 300
+
+
+async def test_concurrent_updates_and_deletes_of_one_resource_interleave_consistently(
+    repo: Repository,
+) -> None:
+    """Updates and deletes racing on one resource make one unbroken version chain
+    (http.html#versioning), each change building on the one before it."""
+    await repo.create("Patient", PATIENT, id="p")
+    changes: list[Coroutine[Any, Any, object]] = [
+        repo.update("Patient", "p", PATIENT) for _ in range(6)
+    ]
+    changes += [repo.delete("Patient", "p") for _ in range(3)]
+    await asyncio.gather(*changes)
+    history = await repo.history(HistoryQuery("Patient", "p", count=100))
+    versions = [e.version_id for e in reversed(history.entries)]
+    assert versions == list(range(1, len(versions) + 1))
+    stamps = [e.last_updated for e in reversed(history.entries)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    for before, after in zip(history.entries[1:], history.entries, strict=False):
+        assert not (before.deleted and after.deleted)  # nothing live to delete: no version
+    assert len(await repo.outbox_since(0, limit=100)) == len(versions)
+
+
 async def test_history_pages_while_writers_run(repo: Repository) -> None:
     for n in range(30):
         await repo.update("Patient", f"p{n}", PATIENT)
@@ -87,18 +153,6 @@ async def test_history_pages_while_writers_run(repo: Repository) -> None:
 
 
 # --- several repositories (threads, processes) on one SQL database ---------------------------
-
-
-@pytest.fixture(params=databases.SQL_BACKEND_PARAMS)
-def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = databases.sqlite_url(tmp_path)
-        migrate(url)
-        return url
-    postgres: databases.PostgresDatabase = request.getfixturevalue("postgres_database")
-    url = postgres.require()
-    databases.run_blocking(databases.empty_postgres(url))
-    return url
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ to run ``healthbridge migrate``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sqlalchemy.pool import NullPool
 from healthbridge.fhir.errors import InvalidRequest, NotFound, Unavailable
 from healthbridge.store.instants import system_clock
 from healthbridge.store.sql import SchemaNotReady, migrate, open_repository
-from healthbridge.store.sql.apsw_engine import ApswEngine
+from healthbridge.store.sql.apsw_engine import ApswEngine, poll_for_the_lock
 from healthbridge.store.sql.asyncpg_engine import AsyncpgEngine
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.repository import SqlRepository
@@ -139,6 +140,19 @@ async def test_sqlite_writer_locked_by_another_process_is_unavailable(tmp_path: 
         assert (await repo.create("Patient", PATIENT)).version_id == 1
     finally:
         await repo.close()
+
+
+def test_sqlite_writer_polls_for_the_lock_finely_until_the_busy_timeout() -> None:
+    """https://sqlite.org/c3ref/busy_handler.html: the writer retries every 0.1-1 ms (not
+    SQLite's default 1-100 ms sleeps), and gives up once the busy timeout has passed."""
+    busy = poll_for_the_lock(30)
+    start = time.monotonic()
+    calls = 0
+    while busy(calls):
+        calls += 1
+    elapsed = time.monotonic() - start
+    assert 0.03 <= elapsed < 0.5
+    assert calls >= 10  # SQLite's own handler would have slept 1, 2, 5, 10 and 15 ms
 
 
 async def test_sqlite_reads_do_not_wait_for_or_see_an_open_write(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Single-change writes: each runs in its own unit of work (https://hl7.org/fhir/R4/http.html).
 
 A repository that implements ``transaction()`` gets ``create``/``update``/``delete`` from
-:class:`AutocommitWrites`; the REST layer uses these for plain create, update and delete
-interactions, and ``transaction()`` for Bundles.
+:class:`AutocommitWrites` (the memory fake does); the REST layer uses these for plain create,
+update and delete interactions, and ``transaction()`` for Bundles. The SQL backend implements
+them more cheaply itself (:mod:`healthbridge.store.sql.repository`) with the same semantics.
 """
 
 from __future__ import annotations

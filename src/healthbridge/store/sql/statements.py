@@ -1,7 +1,8 @@
 """The point statements of the SQL backend, compiled once per dialect.
 
-Reads (https://hl7.org/fhir/R4/http.html#read, #vread), the locking read of the current version
-that writers start with, the outbox feed, and the version writes of :mod:`.writes`.
+Reads (https://hl7.org/fhir/R4/http.html#read, #vread), the read of the current version that
+writers start with (locking in a unit of work, plain for a lock-free single change), the outbox
+feed, and the version writes of :mod:`.writes`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ class Statements:
         self.dialect = dialect
         c = compile_statement
         self.read_current = c(select_versions(resource).where(*key_filter(resource)), dialect)
-        self.lock_current = c(
-            select(resource.c.version_id, resource.c.last_updated, resource.c.deleted)
-            .where(*key_filter(resource))
-            .with_for_update(),
-            dialect,
+        current = select(resource.c.version_id, resource.c.last_updated, resource.c.deleted).where(
+            *key_filter(resource)
         )
+        self.current = c(current, dialect)
+        self.lock_current = c(current.with_for_update(), dialect)
         self.read_version = c(
             select_versions(resource_history).where(
                 *key_filter(resource_history),
@@ -50,5 +50,6 @@ class Statements:
         )
         self.ping = c(select(1), dialect)
         self.writes = VersionWrites(dialect)
-        # The hot paths bind these two positionally as (type, id).
-        assert self.read_current.names == self.lock_current.names == ("type", "id")
+        # The hot paths bind these positionally as (type, id).
+        key = ("type", "id")
+        assert self.read_current.names == self.current.names == self.lock_current.names == key

@@ -2,10 +2,13 @@
 one database transaction).
 
 The version rules live in :class:`~healthbridge.store.versioning.VersionWriter`; this module
-supplies its storage primitives. ``_current`` locks the current row (``SELECT ... FOR UPDATE`` on
-PostgreSQL; on SQLite the unit of work already holds the database's write lock), so concurrent
-updates get consecutive versions. ``_insert_first`` uses ``INSERT ... ON CONFLICT DO NOTHING``:
-of several units of work creating the same id at once, one wins and the others see the row.
+supplies its storage primitives. In a unit of work, ``_current`` locks the current row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the unit of work already holds the database's
+write lock), so concurrent updates get consecutive versions. A single change outside a unit of
+work (``locking=False``) reads without a lock and relies on the writes being conditional
+(:mod:`.writes`): ``_insert_first`` is ``INSERT ... ON CONFLICT DO NOTHING`` (of several writers
+creating the same id at once, one wins and the others see the row), ``_insert_next`` replaces
+only the version that was read; a writer that lost the race reads again.
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.repository import StoredResource
 from healthbridge.store.sql.engine import Row, Session
 from healthbridge.store.sql.statements import Statements
-from healthbridge.store.versioning import Current, VersionWriter, not_found, require_live
+from healthbridge.store.versioning import (
+    ATTEMPTS,
+    Current,
+    VersionWriter,
+    not_found,
+    require_live,
+)
+
+OPTIMISTIC_ATTEMPTS = 2
+"""Lock-free tries of one change before it falls back to a locking unit of work."""
 
 
 def to_stored(row: Row) -> StoredResource:
@@ -26,10 +38,14 @@ def to_stored(row: Row) -> StoredResource:
 
 
 class SqlTransaction(VersionWriter):
-    def __init__(self, session: Session, sql: Statements, clock: Clock) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, session: Session, sql: Statements, clock: Clock, *, locking: bool = True
+    ) -> None:
+        super().__init__(clock, ATTEMPTS if locking else OPTIMISTIC_ATTEMPTS)
         self._session = session
         self._sql = sql
+        self.locking = locking
+        self._read_current = sql.lock_current if locking else sql.current
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         row = await self._session.fetch_one(self._sql.read_current, (resource_type, id))
@@ -38,7 +54,7 @@ class SqlTransaction(VersionWriter):
         return require_live(to_stored(row))
 
     async def _current(self, resource_type: str, id: str) -> Current | None:
-        row = await self._session.fetch_one(self._sql.lock_current, (resource_type, id))
+        row = await self._session.fetch_one(self._read_current, (resource_type, id))
         if row is None:
             return None
         version_id, last_updated, deleted = row
@@ -59,5 +75,6 @@ class SqlTransaction(VersionWriter):
         first, then = self._sql.writes.first(self._values(stored))
         return await self._session.execute_chain(first, then)
 
-    async def _insert_next(self, stored: StoredResource) -> None:
-        await self._session.execute(self._sql.writes.next(self._values(stored)))
+    async def _insert_next(self, stored: StoredResource) -> bool:
+        first, then = self._sql.writes.next(self._values(stored))
+        return await self._session.execute_chain(first, then)

@@ -1,17 +1,22 @@
-"""Writing one version: the current row, a history row and an outbox row, in one transaction.
+"""Writing one version: the current row, a history row and an outbox row, all or nothing.
 
 https://hl7.org/fhir/R4/http.html#versioning keeps every version; each committed change also
-feeds the outbox. On SQLite the three rows are three statements run in one hop to the writer
-thread. On PostgreSQL they are one statement (data-modifying ``WITH`` clauses), which saves two
-network round trips per write; the version row is sent once and the history and outbox rows are
-copied from what was written.
+feeds the outbox. On SQLite the three rows are three statements run together on the writer
+thread. On PostgreSQL they are one statement (data-modifying ``WITH`` clauses): one network round
+trip, and atomic by itself, so a single change needs no explicit transaction; the version row is
+sent once and the history and outbox rows are copied from what was written.
+
+Both kinds of write are conditional, so that they are race-free without holding a lock between
+reading the current version and writing the next one: version 1 is ``INSERT ... ON CONFLICT DO
+NOTHING``, a later version is ``UPDATE ... WHERE version_id = :previous`` (compare-and-set).
+Each returns a row only when it wrote; otherwise nothing at all is written.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CTE, Select, select, update
+from sqlalchemy import CTE, Select, bindparam, select, update
 
 from healthbridge.store.sql.compiled import (
     Statement,
@@ -45,7 +50,7 @@ class VersionWrites:
         insert = dialect.insert_if_absent(resource).values(**bound_values(resource))
         replace = (
             update(resource)
-            .where(*key_filter(resource))
+            .where(*key_filter(resource), resource.c.version_id == bindparam("previous"))
             .values(**bound_values(resource, skip=("type", "id")))
         )
         self._combined = dialect.writes_in_one_statement
@@ -56,7 +61,7 @@ class VersionWrites:
             self._next = c(_with_history_and_outbox(written), dialect)
         else:
             self._first = c(insert.returning(resource.c.version_id), dialect)
-            self._next = c(replace, dialect)
+            self._next = c(replace.returning(resource.c.version_id), dialect)
         self._history = c(
             resource_history.insert().values(**bound_values(resource_history)), dialect
         )
@@ -75,6 +80,8 @@ class VersionWrites:
         """Version 1: the first step returns a row only if the id was free; run the rest then."""
         return self._step(self._first, values), self._history_and_outbox(values)
 
-    def next(self, values: dict[str, Any]) -> list[Step]:
-        """A later version, replacing the current row (locked by the unit of work)."""
-        return [self._step(self._next, values), *self._history_and_outbox(values)]
+    def next(self, values: dict[str, Any]) -> tuple[Step, list[Step]]:
+        """A later version: the first step returns a row only if it replaced version
+        ``previous`` (``version_id - 1``); run the rest then."""
+        values = values | {"previous": values["version_id"] - 1}
+        return self._step(self._next, values), self._history_and_outbox(values)
