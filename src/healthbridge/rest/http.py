@@ -81,6 +81,29 @@ def pretty_requested(request: Request) -> bool:
     return request.query_params.get("_pretty", "").lower() == "true"
 
 
+class FhirResponse(Response):
+    """A FHIR JSON response built straight into ASGI header tuples (Starlette's generic
+    header handling is a measurable share of a cached read). PHI is never cached."""
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
+        self.body = body
+        self.status_code = status
+        self.background = None
+        raw = [
+            (b"content-type", _FHIR_JSON_BYTES),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        if headers:
+            raw.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            )
+        self.raw_headers = raw
+
+
+_FHIR_JSON_BYTES = FHIR_JSON.encode()
+
+
 def json_response(
     body: bytes,
     request: Request,
@@ -90,10 +113,7 @@ def json_response(
     """A FHIR JSON response; PHI is never cached (``Cache-Control: no-store``)."""
     if pretty_requested(request) and body:
         body = jsonformat.pretty(body)
-    all_headers = {"Cache-Control": "no-store"}
-    if headers:
-        all_headers.update(headers)
-    return Response(body, status_code=status, media_type=FHIR_JSON, headers=all_headers)
+    return FhirResponse(body, status, headers)
 
 
 def resource_json(resource: Resource, request: Request, status: int = 200) -> Response:

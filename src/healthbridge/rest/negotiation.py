@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 from healthbridge.fhir.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
 
@@ -110,8 +110,17 @@ def etag_matches(header: str, version_id: int) -> bool:
     return False
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(moment: datetime) -> str:
-    return format_datetime(moment, usegmt=True)
+    """RFC 9110 IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``) of a UTC datetime."""
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return (
+        f"{_DAYS[m.weekday()]}, {m.day:02d} {_MONTHS[m.month - 1]} {m.year:04d} "
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d} GMT"
+    )
 
 
 def parse_http_date(value: str) -> datetime | None:

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from healthbridge.fhir.errors import MethodNotAllowed, NotFound
+from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
+from healthbridge.rest.errors import error_response
 from healthbridge.rest.interactions import create, delete, history, read, update, vread
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
+PREFIX = "/fhir/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +56,15 @@ def _negotiate(request: Request) -> None:
 class Router:
     """Dispatches FHIR URLs under ``/fhir`` to interactions and operations."""
 
-    def __init__(self, ctx: RestContext, operations: OperationRegistry) -> None:
+    def __init__(
+        self,
+        ctx: RestContext,
+        operations: OperationRegistry,
+        capabilities: Callable[[Request], Awaitable[Response]],
+    ) -> None:
         self.ctx = ctx
         self.operations = operations
+        self.capabilities = capabilities
 
     async def _dispatch(self, shape: str, request: Request) -> Response:
         _negotiate(request)
@@ -81,45 +89,48 @@ class Router:
         operation = self.operations.resolve(name, level, request.method, resource_type)
         return await operation.handler(self.ctx, request)
 
-    async def one(self, request: Request) -> Response:
-        first: str = request.path_params["type"]
-        if first.startswith("$"):
-            request.path_params.pop("type")
-            return await self._operation(first[1:], "system", request, None)
-        if first == "_history":
-            request.path_params.pop("type")
-            return await self._dispatch("system-history", request)
-        return await self._dispatch("type", request)
-
-    async def two(self, request: Request) -> Response:
-        second: str = request.path_params["id"]
-        if second.startswith("$"):
-            request.path_params.pop("id")
-            return await self._operation(second[1:], "type", request, request.path_params["type"])
-        if second == "_history":
-            request.path_params.pop("id")
-            return await self._dispatch("type-history", request)
-        return await self._dispatch("instance", request)
-
-    async def three(self, request: Request) -> Response:
-        third: str = request.path_params.pop("third")
-        if third.startswith("$"):
-            resource_type = request.path_params["type"]
-            return await self._operation(third[1:], "instance", request, resource_type)
-        if third == "_history":
+    async def handle(self, request: Request) -> Response:
+        """Resolve ``[base]/...`` by its path segments and run the interaction or operation."""
+        parts = request.scope["path"][len(PREFIX) :].removesuffix("/").split("/")
+        params: dict[str, str] = {}
+        request.scope["path_params"] = params
+        first = parts[0]
+        if len(parts) == 1:
+            if first == "metadata":
+                if request.method not in ("GET", "HEAD"):
+                    raise MethodNotAllowed("metadata is read with GET", headers={"Allow": "GET"})
+                return await self.capabilities(request)
+            if first.startswith("$"):
+                return await self._operation(first[1:], "system", request, None)
+            if first == "_history":
+                return await self._dispatch("system-history", request)
+            params["type"] = first
+            return await self._dispatch("type", request)
+        params["type"] = first
+        second = parts[1]
+        if len(parts) == 2:
+            if second.startswith("$"):
+                return await self._operation(second[1:], "type", request, first)
+            if second == "_history":
+                return await self._dispatch("type-history", request)
+            params["id"] = second
+            return await self._dispatch("instance", request)
+        params["id"] = second
+        third = parts[2]
+        if len(parts) == 3 and third.startswith("$"):
+            return await self._operation(third[1:], "instance", request, first)
+        if len(parts) == 3 and third == "_history":
             return await self._dispatch("instance-history", request)
-        raise NotFound(f"No FHIR endpoint at {request.url.path}", code="not-supported")
+        if len(parts) == 4 and third == "_history":
+            params["vid"] = parts[3]
+            return await self._dispatch("version", request)
+        raise NotFound(f"No FHIR endpoint at {request.scope['path']}", code="not-supported")
 
-    async def four(self, request: Request) -> Response:
-        if request.path_params.pop("third") != "_history":
-            raise NotFound(f"No FHIR endpoint at {request.url.path}", code="not-supported")
-        return await self._dispatch("version", request)
-
-    def routes(self) -> list[Route]:
-        methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
-        return [
-            Route("/fhir/{type}", self.one, methods=methods),
-            Route("/fhir/{type}/{id}", self.two, methods=methods),
-            Route("/fhir/{type}/{id}/{third}", self.three, methods=methods),
-            Route("/fhir/{type}/{id}/{third}/{vid}", self.four, methods=methods),
-        ]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry for every path under ``/fhir/``: FhirError becomes its OperationOutcome."""
+        request = Request(scope, receive)
+        try:
+            response = await self.handle(request)
+        except FhirError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
