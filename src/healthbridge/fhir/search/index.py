@@ -1,0 +1,167 @@
+"""Index extraction: https://hl7.org/fhir/R4/search.html.
+
+``Indexer.index_rows(resource)`` is the pure function behind the search index tables: for every
+SearchParameter of the resource's type (https://hl7.org/fhir/R4/searchparameter-registry.html,
+the Resource-level ``_id``, ``_lastUpdated``, ``_tag``, ``_profile``, ``_security`` and
+``_source`` included) it selects the elements with the compiled expression and turns them into
+typed values. Parameters without an expression (``_text``, ``_content``, ``_query``,
+``_filter``) and special parameters other than ``near`` are not indexed. Composites
+(https://hl7.org/fhir/R4/search.html#composite) yield one tuple per combination of component
+values within each focus element.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from healthbridge.fhir.definitions import Definitions, SearchParameter
+from healthbridge.fhir.search.dates import date_values
+from healthbridge.fhir.search.fhirpath import Accessor, compile_expression
+from healthbridge.fhir.search.quantities import number_values, quantity_values
+from healthbridge.fhir.search.references import reference_values
+from healthbridge.fhir.search.strings import string_values
+from healthbridge.fhir.search.tokens import token_values
+from healthbridge.fhir.search.values import CompositeValue, IndexValue, NearValue, UriValue
+from healthbridge.fhir.types import Resource
+
+Extractor = Callable[[Any, str | None], Sequence[IndexValue]]
+
+
+def uri_values(node: Any, hint: str | None = None) -> list[UriValue]:
+    """https://hl7.org/fhir/R4/search.html#uri: the string as stored."""
+    return [UriValue(node)] if isinstance(node, str) else []
+
+
+def near_values(node: Any, hint: str | None = None) -> list[NearValue]:
+    """https://hl7.org/fhir/R4/location.html#positional: Location.position latitude/longitude."""
+    if not isinstance(node, dict):
+        return []
+    latitude, longitude = node.get("latitude"), node.get("longitude")
+    if not isinstance(latitude, Decimal | int) or not isinstance(longitude, Decimal | int):
+        return []
+    return [NearValue(Decimal(latitude), Decimal(longitude))]
+
+
+def _references(node: Any, hint: str | None = None) -> Sequence[IndexValue]:
+    return reference_values(node)
+
+
+EXTRACTORS: dict[str, Extractor] = {
+    "token": token_values,
+    "string": string_values,
+    "date": date_values,
+    "number": number_values,
+    "quantity": quantity_values,
+    "reference": _references,
+    "uri": uri_values,
+    "special": near_values,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """One index entry: the parameter code, its type (``token``, ``composite``...) and value."""
+
+    param: str
+    kind: str
+    value: IndexValue
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParameter:
+    """A search parameter compiled for one resource type."""
+
+    code: str
+    kind: str
+    accessor: Accessor
+    components: tuple[tuple[str, Accessor], ...] = ()
+
+    def values(self, resource: Resource, memo: Memo | None = None) -> list[IndexValue]:
+        """The index values of this parameter; ``memo`` shares the selections of identical
+        expressions between the parameters of one resource (``code`` and ``combo-code``). It is
+        keyed by focus identity, so it is not shared with fhirpathpy-selected foci, which may be
+        copies."""
+        keys = self.accessor.root_keys
+        if keys is not None and resource.keys().isdisjoint(keys):
+            return []
+        memo = {} if memo is None or not self.accessor.compiled else memo
+        if not self.components:
+            return _extract(self.kind, self.accessor, resource, resource, memo)
+        return [
+            CompositeValue(combination)
+            for focus in self.accessor.fn(resource, resource)
+            for combination in itertools.product(
+                *(_extract(kind, part, focus, resource, memo) for kind, part in self.components)
+            )
+        ]
+
+
+Memo = dict[tuple[str, str, int], list[IndexValue]]
+
+
+def _extract(
+    kind: str, accessor: Accessor, focus: Any, resource: Resource, memo: Memo
+) -> list[IndexValue]:
+    key = (kind, accessor.expression, id(focus))
+    found = memo.get(key)
+    if found is None:
+        extract, hint = EXTRACTORS[kind], accessor.type_hint
+        found = [v for node in accessor.fn(focus, resource) for v in extract(node, hint)]
+        memo[key] = found
+    return found
+
+
+def _indexable(param: SearchParameter) -> bool:
+    if not param.expression:
+        return False
+    return param.type != "special" or param.code == "near"
+
+
+class Indexer:
+    """Extracts index rows; each resource type's parameters are compiled once, on first use."""
+
+    def __init__(self, definitions: Definitions) -> None:
+        self._definitions = definitions
+        self._compiled: dict[str, tuple[CompiledParameter, ...]] = {}
+
+    @property
+    def definitions(self) -> Definitions:
+        return self._definitions
+
+    def parameters(self, resource_type: str) -> tuple[CompiledParameter, ...]:
+        """The compiled indexable parameters of ``resource_type`` (empty for unknown types)."""
+        compiled = self._compiled.get(resource_type)
+        if compiled is None:
+            params = self._definitions.search_parameters(resource_type).values()
+            candidates = (self._compile(resource_type, p) for p in params if _indexable(p))
+            compiled = tuple(c for c in candidates if c is not None)
+            self._compiled[resource_type] = compiled
+        return compiled
+
+    def _compile(self, resource_type: str, param: SearchParameter) -> CompiledParameter | None:
+        accessor = compile_expression(self._definitions, str(param.expression), resource_type)
+        if param.type != "composite":
+            return CompiledParameter(param.code, param.type, accessor)
+        components: list[tuple[str, Accessor]] = []
+        for component in param.component:
+            definition = self._definitions.search_parameter(component.definition)
+            if definition is None or definition.type not in EXTRACTORS:
+                return None
+            focus = accessor.type_hint or resource_type
+            part = compile_expression(
+                self._definitions, component.expression, resource_type, relative_to=focus
+            )
+            components.append((definition.type, part))
+        return CompiledParameter(param.code, param.type, accessor, tuple(components))
+
+    def index_rows(self, resource: Resource) -> list[IndexRow]:
+        """Every index row of ``resource`` (a decoded FHIR JSON dict)."""
+        rows: list[IndexRow] = []
+        memo: Memo = {}
+        for param in self.parameters(str(resource.get("resourceType", ""))):
+            rows.extend(IndexRow(param.code, param.kind, v) for v in param.values(resource, memo))
+        return rows
