@@ -88,11 +88,6 @@ class _Entry:
             await self.starlette(scope, receive, send)
 
 
-async def _fhir_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FhirError)
-    return error_response(exc)
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
@@ -147,7 +142,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
         ],
-        exception_handlers={FhirError: _fhir_error, HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
 

@@ -72,22 +72,24 @@ async def _load_demo(settings: Settings) -> tuple[int, int]:
     from healthbridge.fhir.definitions import load_definitions
     from healthbridge.fhir.errors import NotFound
     from healthbridge.fhir.validation import Validator
+    from healthbridge.rest.service import FhirService
     from healthbridge.store.sql import open_repository
 
     repository = await open_repository(settings.database_url())
-    validator = Validator(load_definitions())
+    definitions = load_definitions()
+    service = FhirService(repository, definitions, Validator(definitions))
     resources = list(demo_resources())
     loaded = skipped = 0
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("Loading demo data", total=len(resources))
             for resource in resources:
-                validator.check(resource, resource["resourceType"])
+                resource_type, id = resource["resourceType"], resource["id"]
                 try:
-                    await repository.read(resource["resourceType"], resource["id"])
+                    await service.read(resource_type, id)
                     skipped += 1
-                except NotFound:
-                    await repository.update(resource["resourceType"], resource["id"], resource)
+                except NotFound:  # the same path as PUT: validated, then stored
+                    await service.update(resource_type, id, resource, None)
                     loaded += 1
                 progress.advance(task)
     finally:

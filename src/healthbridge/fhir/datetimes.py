@@ -58,3 +58,22 @@ def parse_period(value: str) -> tuple[datetime, datetime]:
 def parse_instant(value: str) -> datetime:
     """The start of the period a (possibly partial) dateTime denotes."""
     return parse_period(value)[0]
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """Exact integer microseconds since the Unix epoch (no float rounding); naive means UTC.
+
+    The one conversion used for stored instants and for date search values, so that
+    ``_lastUpdated`` and ``_since`` compare like with like.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)

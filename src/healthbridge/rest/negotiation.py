@@ -18,7 +18,8 @@ JSON_TYPES = frozenset(
     {"application/fhir+json", "application/json", "application/json+fhir", "json", "text/json"}
 )
 _WILDCARDS = frozenset({"*/*", "application/*"})
-_FORMAT_ALIASES = JSON_TYPES | {"application/fhir json", "application/fhir+json;fhirversion=4.0"}
+# An unencoded "+" in a query string arrives as a space: _format=application/fhir+json.
+_FORMAT_ALIASES = JSON_TYPES | {"application/fhir json"}
 
 
 def _media_type(value: str) -> tuple[str, float]:

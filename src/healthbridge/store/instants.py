@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from healthbridge.fhir.datetimes import EPOCH, from_micros, to_micros
+
+__all__ = ["EPOCH", "Clock", "from_micros", "next_instant", "system_clock", "to_micros", "utc"]
+
 Clock = Callable[[], datetime]
 """Returns the current time; timezone-aware (naive values are taken as UTC)."""
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def system_clock() -> datetime:
@@ -30,18 +31,9 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def to_micros(moment: datetime) -> int:
-    """Exact integer microseconds since the epoch (no float rounding)."""
-    return (utc(moment) - EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
-
-
 def next_instant(clock: Clock, previous: datetime | None) -> datetime:
     """The clock's time, or one microsecond after ``previous`` if that is not later."""
     now = utc(clock())
     if previous is not None and now <= previous:
-        return previous + _MICROSECOND
+        return previous + timedelta(microseconds=1)
     return now

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from healthbridge.fhir.search.dates import date_values, micros
+from healthbridge.fhir.datetimes import to_micros
+from healthbridge.fhir.search.dates import date_values
 from healthbridge.fhir.search.quantities import number_values, quantity_values
 from healthbridge.fhir.search.references import reference_values
 from healthbridge.fhir.search.strings import normalize, string_values
@@ -30,7 +31,7 @@ from healthbridge.fhir.search.values import (
 
 
 def at(*parts: int) -> int:
-    return micros(datetime(*parts, tzinfo=UTC))  # type: ignore[misc]
+    return to_micros(datetime(*parts, tzinfo=UTC))  # type: ignore[misc]
 
 
 # -- date ------------------------------------------------------------------------------------

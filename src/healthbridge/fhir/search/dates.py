@@ -8,19 +8,10 @@ a Timing each of its ``event`` dateTimes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from healthbridge.fhir.datetimes import parse_period
+from healthbridge.fhir.datetimes import parse_period, to_micros
 from healthbridge.fhir.search.values import DATE_MAX, DATE_MIN, DateValue
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch."""
-    return (moment - _EPOCH) // _MICROSECOND
 
 
 def _bounds(text: Any) -> tuple[int, int] | None:
@@ -30,7 +21,7 @@ def _bounds(text: Any) -> tuple[int, int] | None:
         start, end = parse_period(text)
     except ValueError:
         return None
-    return micros(start), micros(end)
+    return to_micros(start), to_micros(end)
 
 
 def period_value(period: dict[str, Any]) -> DateValue | None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
-from healthbridge.fhir.datetimes import parse_period
+from healthbridge.fhir.datetimes import parse_period, to_micros
 from healthbridge.fhir.definitions import Definitions, SearchParameter
-from healthbridge.fhir.search.dates import micros
 from healthbridge.fhir.search.escaping import split_unescaped, unescape
 from healthbridge.fhir.search.quantities import precision_range
 from healthbridge.fhir.search.query import (
@@ -70,7 +69,7 @@ def parse_date(raw: str) -> DateQuery:
             f"{raw!r} is not a date; use e.g. 2020, 2020-03, 2020-03-04 or "
             "2020-03-04T10:00:00Z, optionally after a prefix such as ge"
         ) from None
-    return DateQuery(prefix, micros(start), micros(end))
+    return DateQuery(prefix, to_micros(start), to_micros(end))
 
 
 def _split_bar(raw: str, parts: int) -> list[str]:

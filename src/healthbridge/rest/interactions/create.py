@@ -15,7 +15,7 @@ from healthbridge.rest.http import read_resource, write_response
 
 async def handle(ctx: RestContext, request: Request) -> Response:
     resource_type = request.path_params["type"]
-    ctx.service.check_type(resource_type)
+    ctx.service.check_type(resource_type)  # 404 before reading a body we would not store
     body = await read_resource(request, ctx.limits)
     stored = await ctx.service.create(resource_type, body)
     return write_response(stored, request, ctx.limits, 201)

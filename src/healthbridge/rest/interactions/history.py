@@ -71,7 +71,7 @@ async def handle(ctx: RestContext, request: Request) -> Response:
         )
         for s in page.entries
     ]
-    path = base + request.url.path.removeprefix("/fhir")
+    path = base + request.scope["path"].removeprefix("/fhir")
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
     self_query = urlencode(list(request.query_params.multi_items()))
     links = [("self", f"{path}?{self_query}" if self_query else path)]

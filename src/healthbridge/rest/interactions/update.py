@@ -15,7 +15,7 @@ from healthbridge.rest.http import read_resource, write_response
 
 async def handle(ctx: RestContext, request: Request) -> Response:
     params = request.path_params
-    ctx.service.check_type(params["type"])
+    ctx.service.check_type(params["type"])  # 404/400 before reading a body we would not store
     ctx.service.check_id(params["id"])
     header = request.headers.get("if-match")
     if_match = negotiation.parse_etag(header, "If-Match") if header is not None else None
