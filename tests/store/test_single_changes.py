@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from healthbridge.fhir.errors import Conflict, NotFound, PreconditionFailed, Unavailable
+from healthbridge.fhir.types import Resource
 from healthbridge.store.repository import HistoryQuery, Repository, StoredResource
 from healthbridge.store.sql import asyncpg_engine as pg
 from healthbridge.store.sql import migrate, open_repository
@@ -208,8 +209,10 @@ async def test_a_change_that_keeps_losing_the_race_takes_a_lock(
     of work and still makes exactly the next version (http.html#versioning)."""
     insert_next = SqlTransaction._insert_next
 
-    async def lose_when_lock_free(self: SqlTransaction, stored: StoredResource) -> bool:
-        return self.locking and await insert_next(self, stored)
+    async def lose_when_lock_free(
+        self: SqlTransaction, stored: StoredResource, resource: Resource | None
+    ) -> bool:
+        return self.locking and await insert_next(self, stored, resource)
 
     repo = await open_repository(sql_url)
     try:

@@ -9,6 +9,7 @@ one HTTP status and renders the carried issues as an OperationOutcome
 class                  status  when
 =====================  ======  =============================================================
 InvalidRequest         400     malformed JSON, bad ids, bad parameters, failed base validation
+TooCostly              400     a search or request stopped to protect the server (timeout, caps)
 Unauthorized           401     no or bad credentials
 Forbidden              403     authenticated but not allowed
 NotFound               404     unknown type, id or version (and resources hidden by policy)
@@ -78,6 +79,13 @@ class FhirError(Exception):
 
 class InvalidRequest(FhirError):
     default_code = "invalid"
+
+
+class TooCostly(InvalidRequest):
+    """A valid request the server stopped to protect itself (a search past its statement
+    timeout); the client should narrow it."""
+
+    default_code = "too-costly"
 
 
 class Unauthorized(FhirError):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 
 Method = Literal["create", "update", "delete"]
@@ -85,6 +86,33 @@ class OutboxEvent:
     recorded: datetime
 
 
+MAX_INCLUDED = 1000
+"""Most resources ``_include``/``_revinclude`` add to one page (the rest are left out and
+``SearchPage.included_truncated`` says so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of a search (https://hl7.org/fhir/R4/search.html).
+
+    ``matches`` are the page's resources in result order (``_sort``, ties broken by a stable
+    internal key; without ``_sort`` the order is stable but unspecified). ``included`` holds the
+    resources ``_include``/``_revinclude`` (with ``:iterate``) add to this page, live resources only,
+    none of them also in ``matches``. ``next_cursor`` is an opaque keyset cursor for the next page
+    (None on the last page): page 2 continues after the last resource of page 1 even when other
+    resources are written in between. ``total`` is the number of matches when ``_total=accurate``
+    or ``estimate`` or ``_summary=count`` asked for it, or when the whole result fits on this first
+    page; otherwise None (``_total=none`` always gives None). With ``_summary=count`` the page holds
+    no resources.
+    """
+
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    next_cursor: str | None
+    total: int | None
+    included_truncated: bool = False
+
+
 class Transaction(Protocol):
     """A unit of work: every call inside it commits together or not at all. Reads see its writes."""
 
@@ -127,6 +155,12 @@ class Repository(Protocol):
     async def history(self, query: HistoryQuery) -> HistoryPage: ...
 
     async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]: ...
+
+    async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
+        """One page of ``query`` over the current, live resources; ``cursor`` is the
+        ``next_cursor`` of the previous page. A malformed or foreign cursor raises
+        InvalidRequest; a search that runs past the statement timeout raises TooCostly."""
+        ...
 
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None

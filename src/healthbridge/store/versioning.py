@@ -135,13 +135,15 @@ class VersionWriter(ABC):
         """The current version (locked against concurrent writers, if this writer locks)."""
 
     @abstractmethod
-    async def _insert_first(self, stored: StoredResource) -> bool:
-        """Store version 1 with its history and outbox rows; False if the id exists already."""
+    async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
+        """Store version 1 (``resource`` is its content before stamping, for search indexes)
+        with its history and outbox rows; False if the id exists already."""
 
     @abstractmethod
-    async def _insert_next(self, stored: StoredResource) -> bool:
-        """Replace version ``stored.version_id - 1`` and add history and outbox rows; False (and
-        nothing written) if the current version is no longer that one."""
+    async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
+        """Replace version ``stored.version_id - 1`` (``resource`` None for a delete) and add
+        history and outbox rows; False (and nothing written) if the current version is no
+        longer that one."""
 
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None
@@ -152,7 +154,7 @@ class VersionWriter(ABC):
         stored = next_version(
             self._clock, resource_type, id, current=None, method="create", resource=resource
         )
-        if not await self._insert_first(stored):
+        if not await self._insert_first(stored, resource):
             raise Conflict(f"Resource {resource_type}/{id} already exists", code="duplicate")
         return stored
 
@@ -167,9 +169,9 @@ class VersionWriter(ABC):
                 self._clock, resource_type, id, current=current, method="update", resource=resource
             )
             if current is None:
-                if await self._insert_first(stored):
+                if await self._insert_first(stored, resource):
                     return stored, True
-            elif await self._insert_next(stored):
+            elif await self._insert_next(stored, resource):
                 return stored, current.deleted
             # A concurrent writer changed it after we looked: build on its version instead.
         raise _contended(resource_type, id)
@@ -186,7 +188,7 @@ class VersionWriter(ABC):
             stored = next_version(
                 self._clock, resource_type, id, current=current, method="delete", resource=None
             )
-            if await self._insert_next(stored):
+            if await self._insert_next(stored, None):
                 return stored
         raise _contended(resource_type, id)
 

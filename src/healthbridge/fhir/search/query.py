@@ -156,4 +156,5 @@ class SearchQuery:
     elements: tuple[str, ...] = ()
     total: str | None = None
     types: tuple[str, ...] = ()  # _type, for system-level search
+    compartment: tuple[str, str] | None = None  # (compartment type, id): Patient/123/Observation
     unknown: tuple[str, ...] = field(default=())  # ignored parameter names (not in self link)

@@ -11,11 +11,14 @@ Semantics: https://hl7.org/fhir/R4/http.html (see :mod:`healthbridge.store.repos
 
 from __future__ import annotations
 
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.search import Indexer
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.repository import Repository
 from healthbridge.store.sql.apsw_engine import ApswEngine
 from healthbridge.store.sql.asyncpg_engine import AsyncpgEngine
 from healthbridge.store.sql.engine import Engine
+from healthbridge.store.sql.indexing import IndexRows
 from healthbridge.store.sql.repository import SqlRepository
 from healthbridge.store.sql.schema import (
     SchemaNotReady,
@@ -34,6 +37,7 @@ async def open_repository(
     pool_size: int = 10,
     migrate: bool = False,
     clock: Clock = system_clock,
+    indexer: Indexer | None = None,
 ) -> Repository:
     """Connect to the database at ``url`` and check that its schema is current.
 
@@ -41,7 +45,8 @@ async def open_repository(
     ``postgresql://user:password@host:port/db`` (``postgres://`` and ``postgresql+asyncpg://``
     too). ``pool_size`` bounds the PostgreSQL connections. The schema is not migrated unless
     ``migrate=True``: a missing, older or newer schema raises :class:`SchemaNotReady` that says to
-    run ``healthbridge migrate``. An unreachable database raises
+    run ``healthbridge migrate``. ``indexer`` extracts search index rows on every write (by
+    default one over the R4 definitions). An unreachable database raises
     :class:`~healthbridge.fhir.errors.Unavailable`; a malformed URL raises ValueError.
     """
     db = parse_url(url)
@@ -57,4 +62,4 @@ async def open_repository(
     except BaseException:
         await engine.close()
         raise
-    return SqlRepository(engine, clock)
+    return SqlRepository(engine, clock, IndexRows(indexer or Indexer(load_definitions())))

@@ -76,7 +76,10 @@ def _fetch(connection: apsw.Connection, sql: str, args: Args) -> list[Row]:
 
 def _execute(connection: apsw.Connection, steps: Sequence[Step]) -> None:
     for statement, args in steps:
-        connection.execute(statement.sql, args).fetchall()
+        if statement.many:
+            connection.executemany(statement.sql, args).fetchall()
+        else:
+            connection.execute(statement.sql, args).fetchall()
 
 
 def _chain(connection: apsw.Connection, first: Step, then: Sequence[Step]) -> bool:

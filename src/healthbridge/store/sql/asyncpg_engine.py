@@ -68,7 +68,16 @@ class _Connection:
 
     async def execute(self, steps: Sequence[Step]) -> None:
         for statement, args in steps:
-            await self.call("execute", statement, args)
+            if statement.many:
+                await self.call_many(statement, args)
+            else:
+                await self.call("execute", statement, args)
+
+    async def call_many(self, statement: Statement, rows: Args) -> None:
+        try:
+            await self._connection.executemany(statement.sql, rows)
+        except Exception as exc:
+            raise map_driver_error(exc, self._where, self._connection) or exc from exc
 
     async def begin(self, **options: Any) -> Any:
         transaction = self._connection.transaction(**options)

@@ -29,20 +29,24 @@ class Statement:
     sql: str
     names: tuple[str, ...]
     defaults: Mapping[str, Any]
+    many: bool = False
+    """Run once per row of its arguments (executemany): the step's args are a list of rows."""
 
     def bind(self, **values: Any) -> tuple[Any, ...]:
         return tuple(values[n] if n in values else self.defaults[n] for n in self.names)
 
 
 Step = tuple[Statement, Sequence[Any]]
-"""A statement with its bound arguments."""
+"""A statement with its bound arguments (a list of argument rows when ``statement.many``)."""
 
 
-def compile_statement(statement: ClauseElement, dialect: Dialect) -> Statement:
+def compile_statement(
+    statement: ClauseElement, dialect: Dialect, *, many: bool = False
+) -> Statement:
     compiled = statement.compile(dialect=dialect.sa)
     assert isinstance(compiled, SQLCompiler)
     names = tuple(compiled.positiontup or ())
-    return Statement(str(compiled), names, dict(compiled.params))
+    return Statement(str(compiled), names, dict(compiled.params), many)
 
 
 def key_filter(table: Table) -> list[ColumnElement[bool]]:

@@ -72,16 +72,16 @@ def check_revision(found: str | None, where: str) -> None:
     )
 
 
-def upgrade(connection: Connection) -> None:
-    """Upgrade to head on ``connection``, inside its open transaction."""
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Upgrade to ``revision`` on ``connection``, inside its open transaction."""
     if connection.dialect.name == POSTGRESQL.name and POSTGRESQL.migration_lock:
         connection.exec_driver_sql(POSTGRESQL.migration_lock)
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
-def _migrate_sqlite(path: Path) -> None:
+def _migrate_sqlite(path: Path, revision: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=30)) as raw:
         raw.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection uses WAL
@@ -98,16 +98,16 @@ def _migrate_sqlite(path: Path) -> None:
 
     try:
         with engine.begin() as connection:
-            upgrade(connection)
+            upgrade(connection, revision)
     finally:
         engine.dispose()
 
 
-async def _migrate_postgres(db: DatabaseUrl) -> None:
+async def _migrate_postgres(db: DatabaseUrl, revision: str) -> None:
     engine = create_async_engine(db.sqlalchemy_url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(upgrade)
+            await connection.run_sync(upgrade, revision)
     except Exception as exc:
         mapped = _map_chain(exc, str(db))
         if mapped is None:
@@ -130,16 +130,17 @@ def _map_chain(exc: BaseException, where: str) -> FhirError | None:
     return None
 
 
-async def migrate_async(url: str) -> None:
-    """Upgrade the database at ``url`` to the newest schema (from a running event loop)."""
+async def migrate_async(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to the newest schema (from a running event loop);
+    ``revision`` stops at an older one (tests of data migrations)."""
     db = parse_url(url)
     if db.kind == "sqlite":
-        await asyncio.to_thread(_migrate_sqlite, db.path)
+        await asyncio.to_thread(_migrate_sqlite, db.path, revision)
     else:
-        await _migrate_postgres(db)
+        await _migrate_postgres(db, revision)
 
 
-def migrate(url: str) -> None:
+def migrate(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to the newest schema; idempotent.
 
     Blocks until done; called from a running event loop it migrates on a helper thread (use
@@ -148,7 +149,7 @@ def migrate(url: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(migrate_async(url))
+        asyncio.run(migrate_async(url, revision))
         return
     with ThreadPoolExecutor(1, thread_name_prefix="healthbridge-migrate") as helper:
-        helper.submit(asyncio.run, migrate_async(url)).result()
+        helper.submit(asyncio.run, migrate_async(url, revision)).result()

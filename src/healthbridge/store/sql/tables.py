@@ -9,7 +9,8 @@ Storage follows the FHIR RESTful API's versioning (https://hl7.org/fhir/R4/http.
 
 Instants are BIGINT microseconds since the Unix epoch (UTC), so ``_since``/``_at`` comparisons
 are exact and identical on both databases. Content is BLOB/BYTEA holding the exact JSON bytes
-served on read. Search index tables come in a later migration. Migrations live in
+served on read. ``resource.rkey`` is a 64-bit key of (type, id) that the search index tables
+(below) refer to. Migrations live in
 ``migrations/versions`` and must produce exactly these tables (a test compares them).
 """
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Double,
     Index,
     Integer,
     LargeBinary,
@@ -53,11 +55,16 @@ def _versions_table(name: str, *, one_per_resource: bool, extra: tuple[Index, ..
         Column("deleted", Boolean, nullable=False),
         Column("method", Text, nullable=False),
         Column("content", LargeBinary, nullable=False),
+        *(() if not one_per_resource else (Column("rkey", BigInteger, nullable=False),)),
         *extra,
     )
 
 
-resource = _versions_table("resource", one_per_resource=True)
+resource = _versions_table(
+    "resource",
+    one_per_resource=True,
+    extra=(Index(None, "rkey", unique=True), Index(None, "type", "last_updated")),
+)
 resource_history = _versions_table(
     "resource_history",
     one_per_resource=False,
@@ -74,4 +81,110 @@ outbox = Table(
     Column("method", Text, nullable=False),
     Column("recorded", BigInteger, nullable=False),
     sqlite_autoincrement=True,
+)
+
+
+# --- search indexes (https://hl7.org/fhir/R4/search.html) ------------------------------------
+#
+# One table per search-parameter type. Every row carries ``pkey`` (the parameter: a 64-bit hash
+# of resource type and code, :mod:`healthbridge.store.keys`) and ``rkey`` (the resource: a 64-bit hash of type and
+# id, also a unique column of ``resource``). Each table has two covering indexes: one leads with
+# (pkey, value...) to find resources by value, one leads with (rkey, pkey) to test a resource
+# found another way (and to delete a resource's rows when it changes). Only the current version
+# of a live resource has rows; they are replaced in the same statement or transaction as the
+# version they describe.
+
+DOUBLE = Double(precision=53)
+
+
+def _index_table(
+    name: str, *columns: Column[object], value: tuple[str, ...], extra: tuple[Index, ...] = ()
+) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("pkey", BigInteger, nullable=False),
+        Column("rkey", BigInteger, nullable=False),
+        *columns,
+        Index(None, "pkey", *value, "rkey"),
+        Index(None, "rkey", "pkey", *value),
+        *extra,
+    )
+
+
+search_token = _index_table(
+    "search_token",
+    Column("code", Text),
+    Column("system", Text),
+    value=("code", "system"),
+)
+search_string = _index_table(
+    "search_string",
+    Column("normalized", Text, nullable=False),
+    Column("exact", Text, nullable=False),
+    value=("normalized",),
+)
+search_date = _index_table(
+    "search_date",
+    Column("lo", BigInteger, nullable=False),  # [lo, hi) microseconds UTC
+    Column("hi", BigInteger, nullable=False),
+    value=("lo", "hi"),
+)
+search_number = _index_table("search_number", Column("value", DOUBLE), value=("value",))
+search_quantity = _index_table(
+    "search_quantity",
+    Column("value", DOUBLE),  # None for a Range; then lo/hi are its bounds
+    Column("lo", DOUBLE),
+    Column("hi", DOUBLE),
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
+    Column("canonical_code", Text),  # UCUM canonical form, when the system is UCUM
+    Column("canonical_value", DOUBLE),
+    value=("value",),
+)
+search_reference = _index_table(
+    "search_reference",
+    Column("target", BigInteger),  # rkey of the local Type/id referred to
+    Column("url", Text),  # absolute, urn: or canonical reference
+    Column("version", Text),
+    value=("target",),
+    extra=(Index(None, "pkey", "url"),),
+)
+search_uri = _index_table("search_uri", Column("uri", Text, nullable=False), value=("uri",))
+search_composite = _index_table(
+    "search_composite",
+    # First component: a token (system, code) or a reference (code = "Type/id" or url).
+    Column("a_system", Text),
+    Column("a_code", Text),
+    # Second component, in the columns of its type.
+    Column("b_system", Text),  # token system, or quantity system
+    Column("b_code", Text),  # token code, or quantity code
+    Column("b_unit", Text),
+    Column("b_value", DOUBLE),  # number or quantity value
+    Column("b_lo", DOUBLE),  # quantity Range bounds
+    Column("b_hi", DOUBLE),
+    Column("b_start", BigInteger),  # date [start, end)
+    Column("b_end", BigInteger),
+    Column("b_string", Text),  # string, normalized
+    Column("c_value", DOUBLE),  # a third (number) component
+    value=("a_code",),
+)
+search_near = _index_table(
+    "search_near",
+    Column("latitude", DOUBLE, nullable=False),
+    Column("longitude", DOUBLE, nullable=False),
+    value=("latitude", "longitude"),
+)
+
+SEARCH_TABLES = (
+    search_token,
+    search_string,
+    search_date,
+    search_number,
+    search_quantity,
+    search_reference,
+    search_uri,
+    search_composite,
+    search_near,
 )

@@ -13,9 +13,12 @@ only the version that was read; a writer that lost the race reads again.
 
 from __future__ import annotations
 
+from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros, to_micros
+from healthbridge.store.keys import resource_key
 from healthbridge.store.repository import StoredResource
 from healthbridge.store.sql.engine import Row, Session
+from healthbridge.store.sql.indexing import IndexRows
 from healthbridge.store.sql.statements import Statements
 from healthbridge.store.versioning import (
     ATTEMPTS,
@@ -39,11 +42,18 @@ def to_stored(row: Row) -> StoredResource:
 
 class SqlTransaction(VersionWriter):
     def __init__(
-        self, session: Session, sql: Statements, clock: Clock, *, locking: bool = True
+        self,
+        session: Session,
+        sql: Statements,
+        clock: Clock,
+        index: IndexRows,
+        *,
+        locking: bool = True,
     ) -> None:
         super().__init__(clock, ATTEMPTS if locking else OPTIMISTIC_ATTEMPTS)
         self._session = session
         self._sql = sql
+        self._index = index
         self.locking = locking
         self._read_current = sql.lock_current if locking else sql.current
 
@@ -69,12 +79,15 @@ class SqlTransaction(VersionWriter):
             "deleted": stored.deleted,
             "method": stored.method,
             "content": stored.content,
+            "rkey": resource_key(stored.resource_type, stored.id),
         }
 
-    async def _insert_first(self, stored: StoredResource) -> bool:
-        first, then = self._sql.writes.first(self._values(stored))
+    async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
+        rows = self._index.rows(stored.resource_type, stored.id, resource)
+        first, then = self._sql.writes.first(self._values(stored), rows)
         return await self._session.execute_chain(first, then)
 
-    async def _insert_next(self, stored: StoredResource) -> bool:
-        first, then = self._sql.writes.next(self._values(stored))
+    async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
+        rows = self._index.rows(stored.resource_type, stored.id, resource)
+        first, then = self._sql.writes.next(self._values(stored), rows)
         return await self._session.execute_chain(first, then)
