@@ -4,7 +4,8 @@ It passes the same contract suite as the SQL backends (tests/store), following t
 API (https://hl7.org/fhir/R4/http.html): versions, history, If-Match, delete as a version, and one
 outbox event per committed change. One unit of work runs at a time (an asyncio.Lock); its writes
 are buffered and become visible to others only when it commits, so a rollback leaves nothing.
-Nothing survives the process.
+Search (https://hl7.org/fhir/R4/search.html) is evaluated in memory by
+:mod:`healthbridge.store.memory_search`. Nothing survives the process.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from healthbridge.fhir.definitions import Definitions, load_definitions
+from healthbridge.fhir.search.query import SearchQuery
+from healthbridge.fhir.types import Resource
 from healthbridge.store.autocommit import AutocommitWrites
 from healthbridge.store.history import page_of
 from healthbridge.store.instants import Clock, system_clock
+from healthbridge.store.memory_search import MemorySearch
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
     OutboxEvent,
+    SearchPage,
     StoredResource,
     Transaction,
 )
@@ -37,6 +43,7 @@ Key = tuple[str, str]
 class _State:
     def __init__(self) -> None:
         self.current: dict[Key, StoredResource] = {}
+        self.by_type: dict[str, dict[str, StoredResource]] = {}  # the same, by type then id
         self.versions: dict[Key, dict[int, StoredResource]] = {}
         self.outbox: list[OutboxEvent] = []
 
@@ -44,6 +51,7 @@ class _State:
         for stored in written:
             key = (stored.resource_type, stored.id)
             self.current[key] = stored
+            self.by_type.setdefault(stored.resource_type, {})[stored.id] = stored
             self.versions.setdefault(key, {})[stored.version_id] = stored
             event = OutboxEvent(
                 len(self.outbox) + 1,
@@ -80,13 +88,13 @@ class MemoryTransaction(VersionWriter):
             return None
         return Current(stored.version_id, stored.last_updated, stored.deleted)
 
-    async def _insert_first(self, stored: StoredResource) -> bool:
+    async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
         key = (stored.resource_type, stored.id)
         if key in self._pending or key in self._state.versions:
             return False
-        return await self._insert_next(stored)
+        return await self._insert_next(stored, resource)
 
-    async def _insert_next(self, stored: StoredResource) -> bool:
+    async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
         # The unit of work holds the repository's lock, so the version read is still current.
         self._pending[(stored.resource_type, stored.id)] = stored
         self.written.append(stored)
@@ -94,10 +102,14 @@ class MemoryTransaction(VersionWriter):
 
 
 class MemoryRepository(AutocommitWrites):
-    def __init__(self, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, *, clock: Clock = system_clock, definitions: Definitions | None = None
+    ) -> None:
         self._clock = clock
         self._state = _State()
         self._lock = asyncio.Lock()
+        self._definitions = definitions
+        self._search: MemorySearch | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -131,6 +143,13 @@ class MemoryRepository(AutocommitWrites):
     async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]:
         start = max(after_seq, 0)
         return self._state.outbox[start : start + max(limit, 0)]
+
+    async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
+        """Evaluated without awaiting, so it sees one committed state."""
+        if self._search is None:
+            definitions = self._definitions or load_definitions()
+            self._search = MemorySearch(definitions, self._state.by_type)
+        return self._search.search(query, cursor)
 
     async def ping(self) -> None:
         return None

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.search import Indexer
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros
 from healthbridge.store.repository import (
@@ -29,6 +31,7 @@ from healthbridge.store.repository import (
 )
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
+from healthbridge.store.sql.indexing import IndexRows
 from healthbridge.store.sql.statements import Statements
 from healthbridge.store.sql.transaction import SqlTransaction, to_stored
 from healthbridge.store.versioning import Contended, is_valid_key, not_found, require_live
@@ -43,15 +46,16 @@ def _event(row: Row) -> OutboxEvent:
 
 
 class SqlRepository:
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, index: IndexRows | None = None) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
         self._clock = clock
+        self._index = index or IndexRows(Indexer(load_definitions()))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._engine.unit_of_work() as session:
-            yield SqlTransaction(session, self._sql, self._clock)
+            yield SqlTransaction(session, self._sql, self._clock, self._index)
 
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None
@@ -70,13 +74,15 @@ class SqlRepository:
 
     async def _write_one(self, change: Change[T]) -> T:
         def lock_free(session: Session) -> Coroutine[Any, Any, T]:
-            return change(SqlTransaction(session, self._sql, self._clock, locking=False))
+            return change(
+                SqlTransaction(session, self._sql, self._clock, self._index, locking=False)
+            )
 
         try:
             return await self._engine.write_one(lock_free)
         except Contended:
             async with self._engine.unit_of_work() as session:
-                return await change(SqlTransaction(session, self._sql, self._clock))
+                return await change(SqlTransaction(session, self._sql, self._clock, self._index))
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         if not is_valid_key(resource_type, id):
