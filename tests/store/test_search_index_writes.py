@@ -17,17 +17,21 @@ from typing import Any
 import apsw
 import asyncpg
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import Gone
 from healthbridge.fhir.search import Indexer
+from healthbridge.fhir.search.text import query_words
 from healthbridge.store.keys import param_key, resource_key
 from healthbridge.store.repository import Repository
-from healthbridge.store.sql import migrate_async, open_repository
+from healthbridge.store.sql import migrate_async, open_repository, text_index
+from healthbridge.store.sql.compiled import compile_statement
+from healthbridge.store.sql.dialects import POSTGRESQL, SQLITE
 from healthbridge.store.sql.indexing import IndexRows
-from healthbridge.store.sql.tables import SEARCH_TABLES
+from healthbridge.store.sql.tables import SEARCH_TABLES, resource
 from healthbridge.store.sql.urls import parse_url
 from tests.support import databases
 
@@ -65,8 +69,8 @@ async def _rows(url: str) -> Counter[tuple[str, tuple[Any, ...]]]:
 def _expected(*resources: tuple[str, str, dict[str, Any]]) -> Counter[tuple[str, tuple[Any, ...]]]:
     index = IndexRows(Indexer(load_definitions()))
     expected: Counter[tuple[str, tuple[Any, ...]]] = Counter()
-    for resource_type, id, resource in resources:
-        for table, rows in index.rows(resource_type, id, resource).items():
+    for resource_type, id, content in resources:
+        for table, rows in index.rows(resource_type, id, content).tables.items():
             expected.update((table, row) for row in rows)
     return expected
 
@@ -162,7 +166,7 @@ async def r0001_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 async def test_migrating_to_r0002_indexes_the_resources_already_stored(r0001_url: str) -> None:
     """Resources stored before the search tables existed get keys and index rows."""
-    content = jsonformat.dumps(OBSERVATION | {"id": "o1"})
+    content = jsonformat.dumps(NARRATED | {"id": "o1"})
     insert = (
         "INSERT INTO resource (type, id, version_id, last_updated, deleted, method, content) "
         "VALUES ('Observation', ?, 1, 0, ?, 'create', ?)"
@@ -178,7 +182,8 @@ async def test_migrating_to_r0002_indexes_the_resources_already_stored(r0001_url
         finally:
             await connection.close()
     await migrate_async(r0001_url)
-    assert await _rows(r0001_url) == _expected(("Observation", "o1", OBSERVATION | {"id": "o1"}))
+    assert await _rows(r0001_url) == _expected(("Observation", "o1", NARRATED | {"id": "o1"}))
+    assert await _text_hits(r0001_url, "narrative", "müller") == {"o1"}
     repo = await open_repository(r0001_url)
     try:
         await repo.create("Observation", OBSERVATION, id="o2")  # the new write path works on it
@@ -186,3 +191,44 @@ async def test_migrating_to_r0002_indexes_the_resources_already_stored(r0001_url
             await repo.read("Observation", "gone")
     finally:
         await repo.close()
+
+
+NARRATED: dict[str, Any] = OBSERVATION | {
+    "text": {
+        "status": "generated",
+        "div": '<div xmlns="http://www.w3.org/1999/xhtml">Body height of Jos&eacute; '
+        "<b>Müller</b></div>",
+    },
+    "note": [{"text": "measured standing"}],
+}
+
+
+async def _text_hits(url: str, column: text_index.Field, query: str) -> set[str]:
+    """Ids of resources whose ``column`` holds every word of ``query``, through the same
+    predicate the search planner uses."""
+    dialect = SQLITE if url.startswith("sqlite") else POSTGRESQL
+    condition = text_index.text_condition(dialect, resource.c.rkey, column, query_words(query))
+    statement = compile_statement(select(resource.c.id).where(condition), dialect)
+    args = statement.bind()
+    if dialect is SQLITE:
+        with closing(apsw.Connection(str(parse_url(url).path))) as connection:
+            return {row[0] for row in connection.execute(statement.sql, args)}
+    connection = await asyncpg.connect(parse_url(url).dsn)
+    try:
+        return {row[0] for row in await connection.fetch(statement.sql, *args)}
+    finally:
+        await connection.close()
+
+
+async def test_the_text_index_follows_each_version(sql_url: str, sql_repo: Repository) -> None:
+    """_text searches the narrative, _content every string; both case and accent blind."""
+    await sql_repo.create("Observation", NARRATED, id="o1")
+    await sql_repo.create("Observation", OBSERVATION, id="o2")
+    assert await _text_hits(sql_url, "narrative", "jose MULLER") == {"o1"}
+    assert await _text_hits(sql_url, "narrative", "standing") == set()
+    assert await _text_hits(sql_url, "content", "Standing height") == {"o1"}
+    assert await _text_hits(sql_url, "content", "final") == {"o1", "o2"}
+    await sql_repo.update("Observation", "o1", OBSERVATION)
+    assert await _text_hits(sql_url, "narrative", "muller") == set()
+    await sql_repo.delete("Observation", "o2")
+    assert await _text_hits(sql_url, "content", "final") == {"o1"}

@@ -41,7 +41,7 @@ class ResultParams:
             self.elements,
             self.total,
             self.types,
-            unknown,
+            unknown=unknown,
         )
 
 

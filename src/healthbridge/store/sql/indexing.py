@@ -18,6 +18,7 @@ behave the same on each.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from healthbridge.fhir.search import (
@@ -35,6 +36,7 @@ from healthbridge.fhir.search import (
     UriValue,
 )
 from healthbridge.fhir.search.strings import normalize
+from healthbridge.fhir.search.text import content_text, narrative_text
 from healthbridge.fhir.types import Resource
 from healthbridge.store.keys import param_key, resource_key
 from healthbridge.store.sql.tables import SEARCH_TABLES
@@ -186,15 +188,25 @@ def table_rows(resource_type: str, id: str, index_rows: list[IndexRow]) -> Table
     return rows.result()
 
 
+@dataclass(frozen=True, slots=True)
+class VersionIndex:
+    """Everything indexed about one version: rows per index table, and the words of its
+    narrative and content for the full-text index (None for a delete)."""
+
+    tables: TableRows = field(default_factory=dict)
+    text: tuple[str, str] | None = None
+
+
 class IndexRows:
-    """``rows(type, id, resource)``: the index table rows of one resource version."""
+    """``rows(type, id, resource)``: the index of one resource version."""
 
     def __init__(self, indexer: Indexer) -> None:
         self.indexer = indexer
 
-    def rows(self, resource_type: str, id: str, resource: Resource | None) -> TableRows:
+    def rows(self, resource_type: str, id: str, resource: Resource | None) -> VersionIndex:
         if resource is None:  # a delete has no index rows
-            return {}
+            return VersionIndex()
         if resource.get("resourceType") != resource_type:
             resource = {**resource, "resourceType": resource_type}
-        return table_rows(resource_type, id, self.indexer.index_rows(resource))
+        tables = table_rows(resource_type, id, self.indexer.index_rows(resource))
+        return VersionIndex(tables, (narrative_text(resource), content_text(resource)))

@@ -28,6 +28,7 @@ from sqlalchemy import CTE, Select, bindparam, cast, exists, func, select, updat
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import Delete, Insert
 
+from healthbridge.store.sql import text_index
 from healthbridge.store.sql.compiled import (
     Statement,
     Step,
@@ -36,7 +37,7 @@ from healthbridge.store.sql.compiled import (
     key_filter,
 )
 from healthbridge.store.sql.dialects import Dialect
-from healthbridge.store.sql.indexing import TableRows
+from healthbridge.store.sql.indexing import VersionIndex
 from healthbridge.store.sql.tables import SEARCH_TABLES, outbox, resource, resource_history
 
 _EVENT_COLUMNS = ("type", "id", "version_id", "method", "recorded")
@@ -87,6 +88,7 @@ def _with_history_outbox_and_index(written: CTE, *, replace: bool) -> Select[Any
     ctes += [
         i.cte(f"i_{t.name}") for i, t in zip(_index_inserts(written), SEARCH_TABLES, strict=True)
     ]
+    ctes += text_index.postgres_ctes(written, replace=replace)
     return select(written.c.version_id).add_cte(*ctes)
 
 
@@ -123,39 +125,53 @@ class VersionWrites:
             table.name: c(table.insert().values(**bound_values(table)), dialect, many=True)
             for table in SEARCH_TABLES
         }
+        self._text_delete = Statement(text_index.SQLITE_DELETE, ("rkey",), {})
+        self._text_insert = Statement(
+            text_index.SQLITE_INSERT, ("rkey", "narrative", "content"), {}
+        )
 
     def _step(self, statement: Statement, values: dict[str, Any]) -> Step:
         return statement, statement.bind(**values)
 
-    def _then(self, values: dict[str, Any], index: TableRows, *, replace: bool) -> list[Step]:
+    def _then(self, values: dict[str, Any], index: VersionIndex, *, replace: bool) -> list[Step]:
         """The steps after the version row, where the version row is a statement of its own."""
         if self._combined:
             return []
         event = values | {"recorded": values["last_updated"]}
         steps = [self._step(self._history, values), self._step(self._outbox, event)]
+        rkey = values["rkey"]
         if replace:
-            steps += [(statement, (values["rkey"],)) for statement in self._index_delete]
-        steps += [(self._index_insert[name], rows) for name, rows in index.items() if rows]
+            steps += [(statement, (rkey,)) for statement in self._index_delete]
+            steps.append((self._text_delete, (rkey,)))
+        steps += [(self._index_insert[name], rows) for name, rows in index.tables.items() if rows]
+        if index.text is not None:
+            steps.append((self._text_insert, (rkey, *index.text)))
         return steps
 
-    def _with_arrays(self, values: dict[str, Any], index: TableRows) -> dict[str, Any]:
-        """``values`` plus one array per index column (the combined statement's parameters)."""
+    def _with_arrays(self, values: dict[str, Any], index: VersionIndex) -> dict[str, Any]:
+        """``values`` plus one array per index column and the text (the combined statement's
+        parameters)."""
         if not self._combined:
             return values
-        arrays: dict[str, Any] = {}
+        narrative, content = index.text or ("", "")
+        arrays: dict[str, Any] = {
+            "text_present": index.text is not None,
+            "text_narrative": narrative,
+            "text_content": content,
+        }
         for table in SEARCH_TABLES:
-            rows = index.get(table.name, [])
+            rows = index.tables.get(table.name, [])
             for position, column in enumerate(table.columns):
                 if column.name != "rkey":
                     arrays[_array_name(table.name, column.name)] = [row[position] for row in rows]
         return values | arrays
 
-    def first(self, values: dict[str, Any], index: TableRows) -> tuple[Step, list[Step]]:
+    def first(self, values: dict[str, Any], index: VersionIndex) -> tuple[Step, list[Step]]:
         """Version 1: the first step returns a row only if the id was free; run the rest then."""
         first = self._step(self._first, self._with_arrays(values, index))
         return first, self._then(values, index, replace=False)
 
-    def next(self, values: dict[str, Any], index: TableRows) -> tuple[Step, list[Step]]:
+    def next(self, values: dict[str, Any], index: VersionIndex) -> tuple[Step, list[Step]]:
         """A later version: the first step returns a row only if it replaced version
         ``previous`` (``version_id - 1``); run the rest then."""
         values = values | {"previous": values["version_id"] - 1}

@@ -139,7 +139,7 @@ def _backfill() -> None:
             if deleted:
                 continue
             decoded = jsonformat.loads(bytes(content))
-            for name, table_rows in index.rows(resource_type, id, decoded).items():
+            for name, table_rows in index.rows(resource_type, id, decoded).tables.items():
                 columns = ["pkey", "rkey", *(c[0] for c in _TABLES[name])]
                 bind.execute(
                     tables[name].insert(), [dict(zip(columns, r, strict=False)) for r in table_rows]

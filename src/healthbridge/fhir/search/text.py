@@ -1,0 +1,80 @@
+"""Full-text search values: ``_text`` and ``_content`` (https://hl7.org/fhir/R4/search.html#text).
+
+``_text`` searches the narrative (``text.div``, XHTML with the tags removed), ``_content`` the
+whole resource (every string value in it, narrative included). Matching is by words: a value
+matches when every word of it occurs in the searched text; several comma-separated values are
+ORed as for any parameter. Words are runs of letters and digits after the same normalisation as
+string search (case folded, accents removed), so ``Müller`` finds ``MULLER``.
+
+The SQL backends index the text produced here (SQLite FTS5, PostgreSQL ``tsvector``) after this
+same tokenisation, so that both databases and the in-memory matcher agree on what a word is.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from healthbridge.fhir.search.strings import normalize
+from healthbridge.fhir.types import Resource
+
+MAX_TEXT_CHARS = 65_536
+"""Text indexed per resource and column; longer narratives are indexed up to this length."""
+MAX_QUERY_WORDS = 32
+
+_WORD = re.compile(r"[^\W_]+")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def words(text: str) -> list[str]:
+    """The normalised words of ``text``."""
+    return _WORD.findall(normalize(text))
+
+
+def _indexed(text: str) -> str:
+    return " ".join(words(text[: MAX_TEXT_CHARS * 2]))[:MAX_TEXT_CHARS]
+
+
+def narrative_text(resource: Resource) -> str:
+    """The words of the resource's narrative, space-separated ("" without one)."""
+    text = resource.get("text")
+    div = text.get("div") if isinstance(text, dict) else None
+    if not isinstance(div, str):
+        return ""
+    return _indexed(html.unescape(_TAG.sub(" ", div)))
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key != "div":
+                yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def content_text(resource: Resource) -> str:
+    """The words of every string value of the resource, narrative included."""
+    parts = [narrative_text(resource), *_strings(resource)]
+    return _indexed(" ".join(parts))
+
+
+def query_words(value: str) -> list[str]:
+    """The words of one ``_text``/``_content`` value; ValueError when it has none or too many."""
+    found = list(dict.fromkeys(words(value)))
+    if not found:
+        raise ValueError(f"{value!r} contains no words to search for")
+    if len(found) > MAX_QUERY_WORDS:
+        raise ValueError(f"at most {MAX_QUERY_WORDS} words per value")
+    return found
+
+
+def text_matches(query: list[str], text: str) -> bool:
+    """True when every word of ``query`` is a word of ``text`` (an indexed text)."""
+    present = set(text.split())
+    return all(word in present for word in query)
