@@ -138,3 +138,22 @@ def test_chains_are_left_to_the_caller(tools: tuple[Indexer, SearchParser]) -> N
     query = parser.parse("Observation", [("subject:Patient.name", "zoe")])
     with pytest.raises(NotImplementedError):
         matches(query.clauses, rows_by_param(indexer.index_rows(OBSERVATION)))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.2|http://unitsofmeasure.org|/s", True),  # 72.5/min = 1.208/s: within 1.15-1.25
+        ("72.5|http://unitsofmeasure.org|/min", True),
+        ("gt1|http://unitsofmeasure.org|/s", True),
+        ("lt1|http://unitsofmeasure.org|/s", False),
+        ("1.2|http://unitsofmeasure.org|/h", False),  # 1.2/h is far slower
+        ("1.2|http://unitsofmeasure.org|mg", False),  # another dimension
+        ("1.2||/s", False),  # no UCUM system: compared by code only
+    ],
+)
+def test_ucum_quantities_compare_in_canonical_units(
+    tools: tuple[Indexer, SearchParser], value: str, expected: bool
+) -> None:
+    """search.html#quantity: with the UCUM system, values compare in canonical units."""
+    assert hit(tools, OBSERVATION, "value-quantity", value) is expected

@@ -40,6 +40,7 @@ from healthbridge.fhir.search.values import (
     TokenValue,
     UriValue,
 )
+from healthbridge.fhir.ucum import UCUM, canonical, conversion
 
 _TEN_PERCENT = Decimal("0.1")
 
@@ -157,6 +158,10 @@ def _number(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:
 
 def _quantity(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:
     assert isinstance(query, QuantityQuery) and isinstance(value, QuantityValue)
+    return _same_units(query, value) or _canonically(query, value)
+
+
+def _same_units(query: QuantityQuery, value: QuantityValue) -> bool:
     if query.system is not None and value.system != query.system:
         return False
     if query.code is not None and query.code not in (value.code, value.unit):
@@ -168,6 +173,29 @@ def _quantity(query: QueryValue, value: IndexValue, modifier: str | None) -> boo
             query.prefix, high, query.low, query.high, query.value
         )
     return _compare(query.prefix, value.value, query.low, query.high, query.value)
+
+
+def canonical_query(query: QuantityQuery) -> tuple[str, Decimal, Decimal, Decimal] | None:
+    """A UCUM query in base units: (canonical code, value, low, high), else None."""
+    if query.system != UCUM or query.code is None:
+        return None
+    found = conversion(query.code)
+    if found is None:
+        return None
+    low, value, high = (Decimal(repr(found(v))) for v in (query.low, query.value, query.high))
+    return found.canonical_code, value, low, high
+
+
+def _canonically(query: QuantityQuery, value: QuantityValue) -> bool:
+    """search.html#quantity: UCUM quantities compare in canonical units (mg vs g)."""
+    wanted = canonical_query(query)
+    if wanted is None or value.value is None or value.system != UCUM:
+        return False
+    stored = canonical(value.value, value.code)
+    if stored is None or stored[1] != wanted[0]:
+        return False
+    _, target, low, high = wanted
+    return _compare(query.prefix, Decimal(repr(stored[0])), low, high, target)
 
 
 def _reference(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:

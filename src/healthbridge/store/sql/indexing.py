@@ -38,6 +38,7 @@ from healthbridge.fhir.search import (
 from healthbridge.fhir.search.strings import normalize
 from healthbridge.fhir.search.text import content_text, narrative_text
 from healthbridge.fhir.types import Resource
+from healthbridge.fhir.ucum import UCUM, canonical
 from healthbridge.store.keys import param_key, resource_key
 from healthbridge.store.sql.tables import SEARCH_TABLES
 
@@ -105,7 +106,11 @@ def _number(rows: _Rows, code: str, value: IndexValue) -> None:
 def _quantity(rows: _Rows, code: str, value: IndexValue) -> None:
     assert isinstance(value, QuantityValue)
     numbers = (_float(value.value), _float(value.low), _float(value.high))
-    rows.add("search_quantity", code, (*numbers, value.system, value.code, value.unit, None, None))
+    base = None
+    if value.system == UCUM and value.value is not None:
+        base = canonical(value.value, value.code)
+    in_base = (None, None) if base is None else (base[1], base[0])
+    rows.add("search_quantity", code, (*numbers, value.system, value.code, value.unit, *in_base))
 
 
 def _reference(rows: _Rows, code: str, value: IndexValue) -> None:
