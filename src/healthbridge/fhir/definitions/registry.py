@@ -7,8 +7,8 @@ https://hl7.org/fhir/R4/compartmentdefinition.html.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from healthbridge.fhir.definitions.model import (
@@ -95,6 +95,27 @@ class Definitions:
         """Search parameters by code for ``resource_type``, including those defined on
         Resource and DomainResource (``_id``, ``_lastUpdated``, ``_tag``, ``_text``...)."""
         return self._search.get(resource_type, MappingProxyType({}))
+
+    def with_search_parameters(self, extra: Iterable[SearchParameter]) -> Definitions:
+        """These definitions plus ``extra`` (custom SearchParameters, already checked by
+        :func:`healthbridge.fhir.search.custom.custom_parameter`); a base ``Resource`` or
+        ``DomainResource`` applies to every resource type."""
+        extra = list(extra)
+        if not extra:
+            return self
+        search = {name: dict(params) for name, params in self._search.items()}
+        for param in extra:
+            for base in param.base:
+                types = self.resource_types if base in ("Resource", "DomainResource") else {base}
+                for name in types:
+                    search.setdefault(name, {})[param.code] = param
+        by_url = dict(self._search_by_url) | {p.url: p for p in extra}
+        return replace(
+            self,
+            _search=MappingProxyType({k: MappingProxyType(v) for k, v in search.items()}),
+            _search_by_url=MappingProxyType(by_url),
+            _top_level_memo={},
+        )
 
     def search_parameter(self, url: str) -> SearchParameter | None:
         """A search parameter by canonical URL (composite components refer to these)."""
