@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search import Indexer
 from healthbridge.fhir.search.match import matches, rows_by_param
 from healthbridge.fhir.search.parse import SearchParser
@@ -157,3 +158,40 @@ def test_ucum_quantities_compare_in_canonical_units(
 ) -> None:
     """search.html#quantity: with the UCUM system, values compare in canonical units."""
     assert hit(tools, OBSERVATION, "value-quantity", value) is expected
+
+
+LOCATION: dict[str, Any] = {
+    "resourceType": "Location",
+    "id": "l1",
+    "position": {"latitude": 42.256500, "longitude": -83.694710},
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("42.2808|-83.7430|10|km", True),  # about 4.9 km away
+        ("42.2808|-83.7430|4|km", False),
+        ("42.2808|-83.7430|5000|m", True),
+        ("42.2808|-83.7430|3.5|[mi_i]", True),  # 5.6 km
+        ("42.2808|-83.7430", True),  # the server's default distance (10 km)
+        ("-42.2808|-83.7430|100|km", False),  # the other hemisphere
+    ],
+)
+def test_near_finds_positions_within_the_distance(
+    tools: tuple[Indexer, SearchParser], value: str, expected: bool
+) -> None:
+    """location.html#positional: near=latitude|longitude|distance|units."""
+    assert hit(tools, LOCATION, "near", value) is expected
+
+
+@pytest.mark.parametrize(
+    "value", ["42.2|", "abc|1", "91|0", "0|181", "1|2|3|kg", "1|2|-5|km", "1|2|3|km|x", "nan|1"]
+)
+def test_malformed_near_values_are_refused(
+    tools: tuple[Indexer, SearchParser], value: str
+) -> None:
+    _, parser = tools
+    with pytest.raises(InvalidRequest) as info:
+        parser.parse("Location", [("near", value)])
+    assert info.value.issues[0].expression == ("near",)

@@ -41,9 +41,10 @@ def near_values(node: Any, hint: str | None = None) -> list[NearValue]:
     if not isinstance(node, dict):
         return []
     latitude, longitude = node.get("latitude"), node.get("longitude")
-    if not isinstance(latitude, Decimal | int) or not isinstance(longitude, Decimal | int):
+    numbers = (Decimal, int, float)
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (latitude, longitude)):
         return []
-    return [NearValue(Decimal(latitude), Decimal(longitude))]
+    return [NearValue(Decimal(str(latitude)), Decimal(str(longitude)))]
 
 
 def _references(node: Any, hint: str | None = None) -> Sequence[IndexValue]:

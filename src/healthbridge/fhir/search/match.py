@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 from healthbridge.fhir.search.index import IndexRow
+from healthbridge.fhir.search.near import distance_km
 from healthbridge.fhir.search.query import (
     Clause,
     CompositeQuery,
     DateQuery,
     MissingQuery,
+    NearQuery,
     NumberQuery,
     QuantityQuery,
     QueryValue,
@@ -33,6 +35,7 @@ from healthbridge.fhir.search.values import (
     CompositeValue,
     DateValue,
     IndexValue,
+    NearValue,
     NumberValue,
     QuantityValue,
     ReferenceValue,
@@ -234,6 +237,14 @@ def _composite(query: QueryValue, value: IndexValue, modifier: str | None) -> bo
     return all(value_matches(q, v) for q, v in zip(query.parts, value.components, strict=True))
 
 
+def _near(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:
+    assert isinstance(query, NearQuery) and isinstance(value, NearValue)
+    away = distance_km(
+        query.latitude, query.longitude, float(value.latitude), float(value.longitude)
+    )
+    return away <= query.distance_km
+
+
 Test = Callable[[QueryValue, IndexValue, str | None], bool]
 _TESTS: dict[tuple[type, type], Test] = {
     (TokenQuery, TokenValue): _token,
@@ -248,4 +259,5 @@ _TESTS: dict[tuple[type, type], Test] = {
     (UriQuery, UriValue): _uri,
     (UriQuery, ReferenceValue): _uri,
     (CompositeQuery, CompositeValue): _composite,
+    (NearQuery, NearValue): _near,
 }

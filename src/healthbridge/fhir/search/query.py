@@ -72,6 +72,16 @@ class UriQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class NearQuery:
+    """``near=lat|lon|distance|units`` (https://hl7.org/fhir/R4/location.html#positional):
+    within ``distance_km`` of the point, by great-circle (haversine) distance."""
+
+    latitude: float
+    longitude: float
+    distance_km: float
+
+
+@dataclass(frozen=True, slots=True)
 class MissingQuery:
     missing: bool
 
@@ -89,6 +99,7 @@ QueryValue: TypeAlias = (
     | QuantityQuery
     | ReferenceQuery
     | UriQuery
+    | NearQuery
     | MissingQuery
     | CompositeQuery
 )

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from healthbridge.fhir.datetimes import parse_period, to_micros
 from healthbridge.fhir.definitions import Definitions, SearchParameter
 from healthbridge.fhir.search.escaping import split_unescaped, unescape
+from healthbridge.fhir.search.near import parse_near
 from healthbridge.fhir.search.quantities import precision_range
 from healthbridge.fhir.search.query import (
     PREFIXES,
@@ -189,4 +190,6 @@ def parser_for(
         return _reference_parser(definitions, definition, modifier)
     if kind == "composite":
         return _composite_parser(definitions, definition)
+    if kind == "special" and definition.code == "near":
+        return parse_near
     return _BY_TYPE[kind]
