@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     db_pool_size: int = Field(default=10, ge=1)
+    search_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often each server process checks for custom SearchParameter changes "
+        "made through $reindex (a reindex waits about twice this before it scans)",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -11,7 +11,7 @@ Search (https://hl7.org/fhir/R4/search.html) is evaluated in memory by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from healthbridge.fhir.definitions import Definitions, load_definitions
@@ -20,7 +20,10 @@ from healthbridge.fhir.types import Resource
 from healthbridge.store.autocommit import AutocommitWrites
 from healthbridge.store.history import page_of
 from healthbridge.store.instants import Clock, system_clock
+from healthbridge.store.keys import resource_key
+from healthbridge.store.memory_jobs import MemoryJobs
 from healthbridge.store.memory_search import MemorySearch
+from healthbridge.store.reindexing import ReindexBatch
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
@@ -101,6 +104,32 @@ class MemoryTransaction(VersionWriter):
         return True
 
 
+class MemoryReindexer:
+    """The memory fake extracts index rows when it searches (with the definitions in force),
+    so a reindex only walks the resources, in resource-key order, to report progress."""
+
+    def __init__(self, by_type: Mapping[str, Mapping[str, StoredResource]]) -> None:
+        self._by_type = by_type
+
+    def _keys(self, types: Sequence[str] | None) -> list[int]:
+        chosen = types or list(self._by_type)
+        return sorted(
+            resource_key(t, id)
+            for t in chosen
+            for id, stored in self._by_type.get(t, {}).items()
+            if not stored.deleted
+        )
+
+    async def count(self, types: Sequence[str] | None) -> int:
+        return len(self._keys(types))
+
+    async def batch(
+        self, types: Sequence[str] | None, after: int | None, limit: int
+    ) -> ReindexBatch:
+        keys = [k for k in self._keys(types) if after is None or k > after][:limit]
+        return ReindexBatch(len(keys), keys[-1] if len(keys) == limit else None)
+
+
 class MemoryRepository(AutocommitWrites):
     def __init__(
         self, *, clock: Clock = system_clock, definitions: Definitions | None = None
@@ -110,6 +139,14 @@ class MemoryRepository(AutocommitWrites):
         self._lock = asyncio.Lock()
         self._definitions = definitions
         self._search: MemorySearch | None = None
+        self.jobs = MemoryJobs(clock)
+        self.reindexer = MemoryReindexer(self._state.by_type)
+
+    def use_definitions(self, definitions: Definitions) -> None:
+        """Search and index with ``definitions`` from now on (custom SearchParameters); index
+        rows are extracted afresh on the next search."""
+        self._definitions = definitions
+        self._search = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

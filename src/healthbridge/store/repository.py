@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
+from healthbridge.store.jobs import JobStore
+from healthbridge.store.reindexing import Reindexer
 
 Method = Literal["create", "update", "delete"]
 
@@ -97,13 +100,13 @@ class SearchPage:
 
     ``matches`` are the page's resources in result order (``_sort``, ties broken by a stable
     internal key; without ``_sort`` the order is stable but unspecified). ``included`` holds the
-    resources ``_include``/``_revinclude`` (with ``:iterate``) add to this page, live resources only,
-    none of them also in ``matches``. ``next_cursor`` is an opaque keyset cursor for the next page
-    (None on the last page): page 2 continues after the last resource of page 1 even when other
-    resources are written in between. ``total`` is the number of matches when ``_total=accurate``
-    or ``estimate`` or ``_summary=count`` asked for it, or when the whole result fits on this first
-    page; otherwise None (``_total=none`` always gives None). With ``_summary=count`` the page holds
-    no resources.
+    resources ``_include``/``_revinclude`` (with ``:iterate``) add to this page, live resources
+    only, none of them also in ``matches``. ``next_cursor`` is an opaque keyset cursor for the
+    next page (None on the last page): page 2 continues after the last resource of page 1 even
+    when other resources are written in between. ``total`` is the number of matches when
+    ``_total=accurate`` or ``estimate`` or ``_summary=count`` asked for it, or when the whole
+    result fits on this first page; otherwise None (``_total=none`` always gives None). With
+    ``_summary=count`` the page holds no resources.
     """
 
     matches: list[StoredResource]
@@ -142,6 +145,21 @@ class Transaction(Protocol):
 
 
 class Repository(Protocol):
+    @property
+    def jobs(self) -> JobStore:
+        """Background job state (:mod:`healthbridge.store.jobs`)."""
+        ...
+
+    @property
+    def reindexer(self) -> Reindexer:
+        """Rebuilds stored resources' search indexes (:mod:`healthbridge.store.reindexing`)."""
+        ...
+
+    def use_definitions(self, definitions: Definitions) -> None:
+        """Index new writes and search with ``definitions`` from now on (they add custom
+        SearchParameters to the core ones)."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """Open a unit of work; leaving the block normally commits, an exception rolls back."""
         ...

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
+from healthbridge.fhir.search.filter import STRING_ENDS, STRING_EQUALS
 from healthbridge.fhir.search.index import IndexRow
 from healthbridge.fhir.search.near import distance_km
 from healthbridge.fhir.search.query import (
@@ -105,6 +106,10 @@ def _string(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:
         return value.exact == query.value
     if modifier == "contains":
         return query.normalized in value.normalized
+    if modifier == STRING_EQUALS:  # _filter eq
+        return value.normalized == query.normalized
+    if modifier == STRING_ENDS:  # _filter ew
+        return value.normalized.endswith(query.normalized)
     return value.normalized.startswith(query.normalized)
 
 

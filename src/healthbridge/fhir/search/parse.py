@@ -11,15 +11,19 @@ collected in ``SearchQuery.unknown`` (or rejected when ``strict``, i.e.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from healthbridge.fhir.definitions import Definitions, SearchParameter
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search import values_parse
 from healthbridge.fhir.search.escaping import split_unescaped
+from healthbridge.fhir.search.filter import NAME as FILTER
+from healthbridge.fhir.search.filter import clauses_of, parse_filter
 from healthbridge.fhir.search.query import (
     ChainStep,
     Clause,
+    FilterAnd,
+    FilterExpr,
     HasStep,
     QueryValue,
     SearchQuery,
@@ -37,7 +41,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "composite": frozenset({"missing"}),
     "special": frozenset({"missing"}),
 }
-UNSUPPORTED = frozenset({"_filter", "_query", "_list", "_contained", "_containedType"})
+UNSUPPORTED = frozenset({"_query", "_list", "_contained", "_containedType"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +74,15 @@ class SearchParser:
         """``params`` as (name, value) pairs in request order; repeats are ANDed."""
         result = ResultParams(count=self.limits.default_count)
         clauses: list[Clause] = []
+        filters: list[FilterExpr] = []
         unknown: list[str] = []
         budget = self.limits.max_values
         for name, raw in params:
             if parse_result_param(self, resource_type, name, raw, result):
+                continue
+            if name == FILTER:
+                filters.append(parse_filter(self, resource_type, raw))
+                budget -= len(clauses_of(filters[-1]))
                 continue
             clause = self._clause(resource_type, name, raw, strict)
             if clause is None:
@@ -88,7 +97,21 @@ class SearchParser:
                     expression=name,
                 )
             clauses.append(clause)
-        return result.query(resource_type, tuple(clauses), tuple(unknown))
+        if budget < 0:
+            raise InvalidRequest(
+                f"Too many search values (more than {self.limits.max_values}); split the search",
+                code="too-costly",
+                expression=FILTER,
+            )
+        query = result.query(resource_type, tuple(clauses), tuple(unknown))
+        if filters:
+            tree = filters[0] if len(filters) == 1 else FilterAnd(tuple(filters))
+            query = replace(query, filter=tree)
+        return query
+
+    def clause(self, resource_type: str, name: str, raw: str) -> Clause | None:
+        """One parameter as a clause (None when ``name`` is not a parameter of the type)."""
+        return self._clause(resource_type, name, raw, strict=False)
 
     # -- one parameter --------------------------------------------------------------------
     def _clause(

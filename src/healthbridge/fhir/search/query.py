@@ -138,6 +138,28 @@ class Clause:
 
 
 @dataclass(frozen=True, slots=True)
+class FilterAnd:
+    """``_filter`` (https://hl7.org/fhir/R4/search_filter.html): all of ``items``."""
+
+    items: tuple[FilterExpr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOr:
+    items: tuple[FilterExpr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterNot:
+    item: FilterExpr
+
+
+FilterExpr: TypeAlias = FilterAnd | FilterOr | FilterNot | Clause
+"""A ``_filter`` tree; leaves are ordinary clauses (string clauses may carry the internal
+modifiers ``equals`` and ``ends-with``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SortKey:
     param: str
     param_type: str
@@ -168,4 +190,5 @@ class SearchQuery:
     total: str | None = None
     types: tuple[str, ...] = ()  # _type, for system-level search
     compartment: tuple[str, str] | None = None  # (compartment type, id): Patient/123/Observation
+    filter: FilterExpr | None = None  # _filter, ANDed with the clauses
     unknown: tuple[str, ...] = field(default=())  # ignored parameter names (not in self link)

@@ -86,15 +86,15 @@ outbox = Table(
 
 # --- search indexes (https://hl7.org/fhir/R4/search.html) ------------------------------------
 #
-# One table per search-parameter type. Every row carries ``pkey`` (the parameter: a 64-bit hash
-# of resource type and code, :mod:`healthbridge.store.keys`) and ``rkey`` (the resource: a 64-bit hash of type and
-# id, also a unique column of ``resource``). Each table has two covering indexes: one leads with
-# (pkey, value...) to find resources by value, one leads with (rkey, pkey) to test a resource
-# found another way (and to delete a resource's rows when it changes). Only the current version
-# of a live resource has rows; they are replaced in the same statement or transaction as the
-# version they describe.
+# One table per search-parameter type. Every row carries ``pkey`` (the parameter: a 64-bit hash of
+# resource type and code, see healthbridge.store.keys) and ``rkey`` (the resource: a 64-bit hash
+# of type and id, also a unique column of ``resource``). Each table has two covering indexes: one
+# leads with (pkey, value...) to find resources by value, one leads with (rkey, pkey) to test a
+# resource found another way (and to delete a resource's rows when it changes). Only the current
+# version of a live resource has rows; they are replaced in the same statement or transaction as
+# the version they describe.
 
-DOUBLE = Double(precision=53)
+DOUBLE: Double[float] = Double(precision=53)
 
 
 def _index_table(
@@ -187,4 +187,23 @@ SEARCH_TABLES = (
     search_uri,
     search_composite,
     search_near,
+)
+
+# --- background jobs (https://hl7.org/fhir/R4/async.html pattern: accepted, then polled) -----
+
+job = Table(
+    "job",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("state", Text, nullable=False),  # running | done | failed | cancelled
+    Column("params", Text, nullable=False),  # JSON
+    Column("cursor", Text),  # where a resumed run goes on from
+    Column("processed", BigInteger, nullable=False),
+    Column("total", BigInteger),
+    Column("owner", Text),  # the server process running it
+    Column("error", Text),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),  # heartbeat, microseconds UTC
+    Index(None, "kind", "state"),
 )

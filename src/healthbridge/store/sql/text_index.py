@@ -115,3 +115,20 @@ def text_condition(
         return rkey.in_(hits.columns(sql_column("rowid", BigInteger)))
     query = func.plainto_tsquery(cast(literal("simple"), REGCONFIG), literal(" ".join(words)))
     return rkey.in_(select(_pg.c.rkey).where(_pg.c[column].op("@@")(query)))
+
+
+POSTGRES_DELETE = f"DELETE FROM {TABLE} WHERE rkey = $1"
+POSTGRES_INSERT = (
+    f"INSERT INTO {TABLE} (rkey, narrative, content) "
+    "VALUES ($1, to_tsvector('simple', $2), to_tsvector('simple', $3))"
+)
+
+
+def delete_sql(dialect: Dialect) -> str:
+    """Delete the text row of one resource (parameter: its key)."""
+    return SQLITE_DELETE if dialect.name == "sqlite" else POSTGRES_DELETE
+
+
+def insert_sql(dialect: Dialect) -> str:
+    """Insert the text row of one resource (parameters: key, narrative words, content words)."""
+    return SQLITE_INSERT if dialect.name == "sqlite" else POSTGRES_INSERT

@@ -24,7 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BATCH = 1000
-_DOUBLE = sa.Double(precision=53)
+_DOUBLE: sa.Double[float] = sa.Double(precision=53)
 _TABLES: dict[str, list[tuple[str, Any, bool]]] = {
     # name: [(column, type, nullable)], value columns after pkey and rkey
     "search_token": [("code", sa.Text(), True), ("system", sa.Text(), True)],

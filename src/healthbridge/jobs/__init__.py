@@ -1,0 +1,1 @@
+"""Background work that outlives a request: job runners (``$reindex``) and their registries."""
