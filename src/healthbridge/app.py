@@ -7,6 +7,7 @@ mounts the FHIR routes; ``/healthz``, ``/readyz`` and ``/metrics`` are served be
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,16 +22,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from healthbridge import __version__
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError, Issue, MethodNotAllowed, Unavailable
+from healthbridge.fhir.search.parse import SearchLimits, SearchParser
 from healthbridge.fhir.validation import Validator
 from healthbridge.infra.logging import configure_logging, get_logger
 from healthbridge.infra.observability import Metrics, ObservabilityMiddleware
+from healthbridge.jobs.reindex import ReindexRunner
+from healthbridge.jobs.search_registry import SearchRegistry
 from healthbridge.rest.capabilities import Capabilities
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response, internal_error_response, outcome_response
 from healthbridge.rest.http import HttpLimits
-from healthbridge.rest.operations import validate
+from healthbridge.rest.operations import reindex, validate
 from healthbridge.rest.operations.registry import OperationRegistry
-from healthbridge.rest.routes import PREFIX, Router
+from healthbridge.rest.routes import BASE_PATH, PREFIX, Router
 from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
@@ -39,10 +43,12 @@ RepositoryFactory = Callable[[], Awaitable[Repository]]
 _log = get_logger("healthbridge.app")
 
 
-def _operations() -> OperationRegistry:
+def _operations(runner: ReindexRunner) -> OperationRegistry:
     """The explicit list of operations this server offers."""
     registry = OperationRegistry()
     registry.register(validate.OPERATION)
+    for operation in reindex.operations(runner):
+        registry.register(operation)
     return registry
 
 
@@ -55,8 +61,10 @@ def _sql_factory(settings: Settings) -> RepositoryFactory:
     return factory
 
 
-def _fhir_router(settings: Settings, repository: Repository) -> Router:
-    definitions = load_definitions()
+def _fhir_router(
+    settings: Settings, repository: Repository, registry: SearchRegistry, runner: ReindexRunner
+) -> Router:
+    definitions = registry.core
     validator = Validator(definitions, max_string_length=settings.max_string_chars)
     service = FhirService(repository, definitions, validator)
     limits = HttpLimits(
@@ -65,16 +73,41 @@ def _fhir_router(settings: Settings, repository: Repository) -> Router:
         max_page_size=settings.max_page_size,
         public_base_url=settings.public_base_url,
     )
-    ctx = RestContext(service=service, limits=limits, software_version=__version__)
-    operations = _operations()
+    search = SearchParser(
+        definitions,
+        SearchLimits(
+            default_count=min(settings.default_page_size, settings.max_page_size),
+            max_count=settings.max_page_size,
+        ),
+    )
+    registry.on_search_change(lambda current: setattr(search, "definitions", current))
+    ctx = RestContext(
+        service=service,
+        limits=limits,
+        software_version=__version__,
+        search=search,
+        refresh_search=lambda: registry.refresh(repository.jobs),
+    )
+    operations = _operations(runner)
     capabilities = Capabilities(ctx, operations)
     return Router(ctx, operations, capabilities.handle)
 
 
+async def _keep_fresh(registry: SearchRegistry, repository: Repository, every: float) -> None:
+    """Follow custom SearchParameter changes made by any server process (search_registry)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await registry.refresh(repository.jobs)
+        except FhirError as exc:  # the database is briefly unavailable: try again later
+            _log.warning("search registry refresh failed", error=str(exc))
+
+
 class _Entry:
-    """The outermost ASGI app: paths under ``/fhir/`` go straight to the FHIR router (which maps
-    its own errors), everything else (health, metrics, lifespan) to Starlette. Skipping
-    Starlette's routing and exception layers on the FHIR path halves the cost of a cached read.
+    """The outermost ASGI app: ``/fhir`` (system search) and paths under ``/fhir/`` go straight
+    to the FHIR router (which maps its own errors), everything else (health, metrics, lifespan)
+    to Starlette. Skipping Starlette's routing and exception layers on the FHIR path halves the
+    cost of a cached read.
     """
 
     def __init__(self, starlette: Starlette) -> None:
@@ -82,7 +115,11 @@ class _Entry:
         self.fhir: Router | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fhir is not None and scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        if (
+            self.fhir is not None
+            and scope["type"] == "http"
+            and (scope["path"].startswith(PREFIX) or scope["path"] == BASE_PATH)
+        ):
             await self.fhir(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
@@ -111,13 +148,28 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         repository = await factory()
         state["repository"] = repository
-        entry.fhir = _fhir_router(settings, repository)
+        registry = SearchRegistry(load_definitions())
+        await registry.refresh(repository.jobs)
+        registry.on_index_change(repository.use_definitions)
+        refresh = settings.search_refresh_seconds
+        runner = ReindexRunner(
+            repository.jobs, repository.reindexer, registry, barrier_seconds=refresh * 2.5
+        )
+        entry.fhir = _fhir_router(settings, repository, registry, runner)
+        background = [
+            asyncio.create_task(_keep_fresh(registry, repository, refresh), name="registry"),
+            asyncio.create_task(runner.resume(), name="reindex-resume"),
+        ]
         gc.freeze()  # the R4 definitions live for the whole process: keep them out of GC scans
         _log.info("started", database=settings.database_url().split("@")[-1].split("?")[0])
         try:
             yield
         finally:
             entry.fhir = None
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await runner.close()
             await repository.close()
 
     async def healthz(request: Request) -> Response:

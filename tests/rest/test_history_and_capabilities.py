@@ -102,6 +102,7 @@ def test_capability_statement_lists_what_is_served(client: TestClient) -> None:
         "history-instance",
         "history-type",
         "create",
+        "search-type",
     }
     assert {
         "name": "validate",

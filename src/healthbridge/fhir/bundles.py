@@ -1,7 +1,9 @@
 """Bundle assembly from stored bytes: https://hl7.org/fhir/R4/bundle.html.
 
 Entries embed the stored resource bytes unchanged (``msgspec.Raw``), so a history or search page
-is never decoded and re-encoded.
+is never decoded and re-encoded. Search results are ``searchset`` bundles
+(https://hl7.org/fhir/R4/search.html#return): ``entry.search.mode`` says whether an entry is a
+match, was added by ``_include``/``_revinclude``, or is an OperationOutcome about the search.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from uuid import uuid4
 import msgspec
 
 from healthbridge.fhir.meta import format_instant
+from healthbridge.fhir.types import Resource
 
 _STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
 _METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
@@ -41,6 +44,22 @@ def history_entry(
         "lastModified": format_instant(last_updated),
     }
     return entry
+
+
+def search_entry(
+    base: str, resource_type: str, id: str, content: bytes, mode: str
+) -> dict[str, Any]:
+    """One ``Bundle.entry`` of a searchset: ``mode`` is ``match`` or ``include``."""
+    return {
+        "fullUrl": f"{base}/{resource_type}/{id}",
+        "resource": msgspec.Raw(content),
+        "search": {"mode": mode},
+    }
+
+
+def outcome_entry(outcome: Resource) -> dict[str, Any]:
+    """A searchset entry carrying an OperationOutcome about the search (``mode`` outcome)."""
+    return {"fullUrl": f"urn:uuid:{uuid4()}", "resource": outcome, "search": {"mode": "outcome"}}
 
 
 def bundle(

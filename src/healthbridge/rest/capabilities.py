@@ -1,9 +1,12 @@
 """The CapabilityStatement served at ``GET [base]/metadata``:
 https://hl7.org/fhir/R4/capabilitystatement.html and http.html#capabilities.
 
-Generated from the router's interaction table and the operation registry, so it lists exactly
-what the server does. Built once at start-up; ``?mode=full`` and ``?mode=normative`` return the
-same statement (no TerminologyCapabilities yet).
+Generated from the router's interaction table, the operation registry and the R4 search
+parameters the server evaluates (https://hl7.org/fhir/R4/search.html), so it lists exactly what
+the server does: per type its search parameters with their type and documentation,
+``searchInclude``/``searchRevInclude``; at system level search-system, the Resource-level
+parameters and the compartments (compartmentdefinition.html). Built once at start-up;
+``?mode=full`` and ``?mode=normative`` return the same statement (no TerminologyCapabilities yet).
 """
 
 from __future__ import annotations
@@ -15,17 +18,104 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from healthbridge.fhir import jsonformat
+from healthbridge.fhir.definitions import Definitions, SearchParameter
 from healthbridge.fhir.meta import format_instant
+from healthbridge.fhir.search.parse import MODIFIERS
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.http import base_url, json_response
+from healthbridge.rest.interactions.search import FULL_TEXT
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import OperationRegistry
 from healthbridge.rest.routes import TABLE
 
 FHIR_VERSION = "4.0.1"
+_PREFIXED = frozenset({"number", "date", "quantity"})
+_NOT_YET = frozenset({"above", "below", "in", "not-in"})  # token modifiers needing terminology
+SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_content")
 
 
-def _resource_entry(resource_type: str, operations: OperationRegistry) -> dict[str, Any]:
+def supported(param: SearchParameter) -> bool:
+    """The parameters the server evaluates (not ``_query``, ``_list``, ``_contained``)."""
+    if param.code in FULL_TEXT or param.code in ("_filter", "near"):
+        return True
+    return bool(param.expression) and param.type != "special"
+
+
+def _expression(definitions: Definitions, param: SearchParameter, resource_type: str) -> str:
+    """The part of a shared expression (``A.code | B.code``) that concerns ``resource_type``."""
+    if param.type == "composite":
+        parts = [definitions.search_parameter(c.definition) for c in param.component]
+        return "$".join(p.code for p in parts if p is not None) + " (composite)"
+    alternatives = str(param.expression).split(" | ")
+    own = [a for a in alternatives if a.lstrip("(").startswith((f"{resource_type}.", "Resource."))]
+    return " | ".join(own or alternatives)
+
+
+def _documentation(definitions: Definitions, param: SearchParameter, resource_type: str) -> str:
+    if param.code in FULL_TEXT:
+        return f"Full text: {FULL_TEXT[param.code]}; no modifiers"
+    if param.code == "_filter":
+        return (
+            "https://hl7.org/fhir/R4/search_filter.html: and/or/not over this type's "
+            "parameters; operators eq ne co sw ew gt lt ge le sa eb ap po pr re"
+        )
+    if param.code == "near":
+        return "latitude|longitude|distance|units (UCUM length; km by default; 10 km if omitted)"
+    parts = [_expression(definitions, param, resource_type)]
+    if param.type == "reference" and param.target:
+        parts.append(f"refers to {', '.join(param.target)}")
+    modifiers = sorted(MODIFIERS.get(param.type, frozenset()))
+    if param.type == "token":
+        modifiers = [m for m in modifiers if m not in _NOT_YET]
+    if param.type == "reference":
+        modifiers.append("[type]")
+    if modifiers:
+        parts.append("modifiers " + " ".join(f":{m}" for m in modifiers))
+    if param.type in _PREFIXED:
+        parts.append("prefixes eq ne gt lt ge le sa eb ap")
+    return "; ".join(parts)
+
+
+def _search_param(
+    definitions: Definitions, param: SearchParameter, resource_type: str
+) -> dict[str, Any]:
+    return {
+        "name": param.code,
+        "definition": param.url,
+        "type": param.type,
+        "documentation": _documentation(definitions, param, resource_type),
+    }
+
+
+def _reverse_includes(definitions: Definitions) -> dict[str, list[str]]:
+    """For each type, the ``Source:param`` references that may point at it (searchRevInclude)."""
+    out: dict[str, list[str]] = {t: [] for t in definitions.resource_types}
+    for source in sorted(definitions.resource_types):
+        for code, param in sorted(definitions.search_parameters(source).items()):
+            if param.type != "reference" or not supported(param):
+                continue
+            for target in param.target or sorted(definitions.resource_types):
+                if target in out:
+                    out[target].append(f"{source}:{code}")
+    return out
+
+
+def _search_entry(
+    definitions: Definitions, resource_type: str, revincludes: list[str]
+) -> dict[str, Any]:
+    params = [p for _, p in sorted(definitions.search_parameters(resource_type).items())]
+    params = [p for p in params if supported(p)]
+    includes = [f"{resource_type}:{p.code}" for p in params if p.type == "reference"]
+    return {
+        "searchInclude": ["*", f"{resource_type}:*", *includes],
+        "searchRevInclude": revincludes,
+        "searchParam": [_search_param(definitions, p, resource_type) for p in params],
+    }
+
+
+def _resource_entry(
+    resource_type: str, operations: OperationRegistry, search: dict[str, Any]
+) -> dict[str, Any]:
     codes = sorted({i.code for i in TABLE.values() if i.level != "system"})
     entry: dict[str, Any] = {
         "type": resource_type,
@@ -38,6 +128,7 @@ def _resource_entry(resource_type: str, operations: OperationRegistry) -> dict[s
         "conditionalRead": "full-support",
         "conditionalUpdate": False,
         "conditionalDelete": "not-supported",
+        **search,
     }
     ops = [
         {"name": op.name, "definition": op.definition}
@@ -50,8 +141,31 @@ def _resource_entry(resource_type: str, operations: OperationRegistry) -> dict[s
     return entry
 
 
+def _system_search(definitions: Definitions) -> dict[str, Any]:
+    params = definitions.search_parameters("Resource")
+    found = [
+        _search_param(definitions, params[code], "Resource")
+        for code in SYSTEM_PARAMS
+        if code in params
+    ]
+    found.append(
+        {
+            "name": "_type",
+            "type": "token",
+            "documentation": "Limits a system-level search to these resource types (comma list)",
+        }
+    )
+    compartments = [
+        f"http://hl7.org/fhir/CompartmentDefinition/{name[0].lower()}{name[1:]}"
+        for name in sorted(definitions.compartments)
+    ]
+    return {"searchParam": found, "compartment": compartments}
+
+
 def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dict[str, Any]:
-    types = sorted(ctx.service.definitions.resource_types)
+    definitions = ctx.service.definitions
+    types = sorted(definitions.resource_types)
+    revincludes = _reverse_includes(definitions)
     system_ops = [
         {"name": op.name, "definition": op.definition}
         for op in operations.all()
@@ -60,8 +174,15 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "HealthBridge FHIR R4 REST API",
-        "resource": [_resource_entry(t, operations) for t in types],
-        "interaction": [{"code": i.code} for i in TABLE.values() if i.level == "system"],
+        "resource": [
+            _resource_entry(t, operations, _search_entry(definitions, t, revincludes[t]))
+            for t in types
+        ],
+        "interaction": [
+            {"code": code}
+            for code in dict.fromkeys(i.code for i in TABLE.values() if i.level == "system")
+        ],
+        **_system_search(definitions),
     }
     if system_ops:
         rest["operation"] = system_ops

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.rest.http import HttpLimits
 from healthbridge.rest.service import FhirService
 
@@ -13,3 +15,7 @@ class RestContext:
     service: FhirService
     limits: HttpLimits
     software_version: str
+    search: SearchParser  # with the page sizes of the settings (search.html#count)
+    refresh_search: Callable[[], Awaitable[bool]] | None = None
+    """Bring the search parameters up to date (custom ones from another process); True when
+    they changed. Called when a search names a parameter the parser does not know."""

@@ -1,8 +1,11 @@
 """The FHIR REST router: https://hl7.org/fhir/R4/http.html#summary (URL shapes).
 
-One explicit table maps (URL shape, HTTP method) to an interaction. The CapabilityStatement is
-generated from the same table and the operation registry, so it never claims what is not served.
-``X-HTTP-Method-Override`` and ``_method`` are deliberately not honoured.
+One explicit table maps (URL shape, HTTP method) to an interaction. Search
+(https://hl7.org/fhir/R4/http.html#search) is served by GET on ``[base]``, ``[base]/[type]`` and
+the compartment ``[base]/[Compartment]/[id]/[type]``, and by POST on the same URLs followed by
+``/_search``. The CapabilityStatement is generated from the same table and the operation
+registry, so it never claims what is not served. ``X-HTTP-Method-Override`` and ``_method`` are
+deliberately not honoured.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from starlette.types import Receive, Scope, Send
 from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.interactions import create, delete, history, read, update, vread
+from healthbridge.rest.interactions import create, delete, history, read, search, update, vread
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
 PREFIX = "/fhir/"
+BASE_PATH = "/fhir"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,10 @@ class Interaction:
 
 # (shape, method) -> interaction. Shapes: "type" = [type], "instance" = [type]/[id],
 # "type-history" = [type]/_history, "instance-history" = [type]/[id]/_history,
-# "version" = [type]/[id]/_history/[vid], "system-history" = _history.
+# "version" = [type]/[id]/_history/[vid], "system-history" = _history, "system" = [base],
+# "system-search" = _search, "type-search" = [type]/_search, "compartment" =
+# [Compartment]/[id]/[type] and "compartment-search" = [Compartment]/[id]/[type]/_search.
+# The "compartment" level is listed with the type's interactions in the CapabilityStatement.
 TABLE: dict[tuple[str, str], Interaction] = {
     ("instance", "GET"): Interaction("read", "instance", read.handle),
     ("version", "GET"): Interaction("vread", "instance", vread.handle),
@@ -44,6 +51,12 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("type-history", "GET"): Interaction("history-type", "type", history.handle),
     ("type", "POST"): Interaction("create", "type", create.handle),
     ("system-history", "GET"): Interaction("history-system", "system", history.handle),
+    ("type", "GET"): Interaction("search-type", "type", search.handle),
+    ("type-search", "POST"): Interaction("search-type", "type", search.handle),
+    ("compartment", "GET"): Interaction("search-type", "compartment", search.handle),
+    ("compartment-search", "POST"): Interaction("search-type", "compartment", search.handle),
+    ("system", "GET"): Interaction("search-system", "system", search.handle),
+    ("system-search", "POST"): Interaction("search-system", "system", search.handle),
 }
 
 
@@ -96,6 +109,8 @@ class Router:
         request.scope["path_params"] = params
         first = parts[0]
         if len(parts) == 1:
+            if first == "":
+                return await self._dispatch("system", request)
             if first == "metadata":
                 if request.method not in ("GET", "HEAD"):
                     raise MethodNotAllowed("metadata is read with GET", headers={"Allow": "GET"})
@@ -104,6 +119,8 @@ class Router:
                 return await self._operation(first[1:], "system", request, None)
             if first == "_history":
                 return await self._dispatch("system-history", request)
+            if first == "_search":
+                return await self._dispatch("system-search", request)
             params["type"] = first
             return await self._dispatch("type", request)
         params["type"] = first
@@ -113,6 +130,8 @@ class Router:
                 return await self._operation(second[1:], "type", request, first)
             if second == "_history":
                 return await self._dispatch("type-history", request)
+            if second == "_search":
+                return await self._dispatch("type-search", request)
             params["id"] = second
             return await self._dispatch("instance", request)
         params["id"] = second
@@ -124,6 +143,11 @@ class Router:
         if len(parts) == 4 and third == "_history":
             params["vid"] = parts[3]
             return await self._dispatch("version", request)
+        if not third.startswith(("_", "$")) and (len(parts) == 3 or parts[3:] == ["_search"]):
+            params["compartment"], params["type"] = first, third
+            return await self._dispatch(
+                "compartment" if len(parts) == 3 else "compartment-search", request
+            )
         raise NotFound(f"No FHIR endpoint at {request.scope['path']}", code="not-supported")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
