@@ -20,16 +20,31 @@ UCUM = "http://unitsofmeasure.org"
 _lock = threading.Lock()
 
 
+SIGNIFICANT = 12
+"""Canonical values are rounded to this many significant digits, so that equal quantities in
+different units meet exactly (0.0054 g and 5.4 mg are both 5.4e-06 kg, not 5.400000000000001e-06)
+despite the binary factors Pint computes (mg/dL is 0.009999999999999998 kg/m3)."""
+
+
+def _rounded(value: Decimal) -> Decimal:
+    if not value.is_finite() or value == 0:
+        return value
+    exponent = value.adjusted() - SIGNIFICANT + 1
+    return value.quantize(Decimal(1).scaleb(exponent))
+
+
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """``base = value * factor + offset`` in the SI base units named by ``canonical_code``."""
+    """``base = value * factor + offset`` in the SI base units named by ``canonical_code``,
+    computed in decimal and rounded to :data:`SIGNIFICANT` digits."""
 
     canonical_code: str
-    factor: float
-    offset: float
+    factor: Decimal
+    offset: Decimal
 
     def __call__(self, value: Decimal | float) -> float:
-        return float(value) * self.factor + self.offset
+        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        return float(_rounded(exact * self.factor + self.offset))
 
 
 @cache
@@ -55,10 +70,11 @@ def conversion(code: str) -> Conversion | None:
             zero, one = _convert(registry, parsed, 0.0), _convert(registry, parsed, 1.0)
         except Exception:
             return None
-    factor = float(one.magnitude) - float(zero.magnitude)
+    offset = Decimal(repr(float(zero.magnitude)))
+    factor = Decimal(repr(float(one.magnitude))) - offset
     if factor <= 0:
         return None
-    return Conversion(str(one.units), factor, float(zero.magnitude))
+    return Conversion(str(one.units), factor, offset)
 
 
 def canonical(value: Decimal | float, code: str | None) -> tuple[float, str] | None:

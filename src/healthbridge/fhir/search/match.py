@@ -142,21 +142,26 @@ def _ranges(prefix: str, start: int, end: int, q_start: int, q_end: int) -> bool
 
 
 def _compare(prefix: str, value: Decimal, low: Decimal, high: Decimal, target: Decimal) -> bool:
-    """Number semantics (search.html#number): eq/ne use the query's precision range."""
+    """Number semantics (search.html#number): eq/ne use the query's precision range, ap is
+    within 10 %. Comparisons are made in IEEE double precision, as the SQL index stores numbers:
+    the bounds are computed exactly and then rounded once, the stored value rounded once; so
+    numbers agree to about 15 significant digits (far beyond clinical precision)."""
+    if prefix == "ap":
+        margin = abs(target) * _TEN_PERCENT
+        low, high = target - margin, target + margin
+        return float(low) <= float(value) <= float(high)
+    number, low_f, high_f, target_f = float(value), float(low), float(high), float(target)
     if prefix == "eq":
-        return low <= value < high
+        return low_f <= number < high_f
     if prefix == "ne":
-        return not low <= value < high
+        return not low_f <= number < high_f
     if prefix in ("gt", "sa"):
-        return value > target
+        return number > target_f
     if prefix in ("lt", "eb"):
-        return value < target
+        return number < target_f
     if prefix == "ge":
-        return value >= target
-    if prefix == "le":
-        return value <= target
-    margin = abs(target) * _TEN_PERCENT  # ap: within 10 %
-    return target - margin <= value <= target + margin
+        return number >= target_f
+    return number <= target_f  # le
 
 
 def _number(query: QueryValue, value: IndexValue, modifier: str | None) -> bool:
