@@ -188,9 +188,7 @@ def test_near_finds_positions_within_the_distance(
 @pytest.mark.parametrize(
     "value", ["42.2|", "abc|1", "91|0", "0|181", "1|2|3|kg", "1|2|-5|km", "1|2|3|km|x", "nan|1"]
 )
-def test_malformed_near_values_are_refused(
-    tools: tuple[Indexer, SearchParser], value: str
-) -> None:
+def test_malformed_near_values_are_refused(tools: tuple[Indexer, SearchParser], value: str) -> None:
     _, parser = tools
     with pytest.raises(InvalidRequest) as info:
         parser.parse("Location", [("near", value)])
