@@ -23,7 +23,7 @@ from typing import NoReturn, TypeVar, cast
 
 import apsw
 
-from healthbridge.fhir.errors import Unavailable
+from healthbridge.fhir.errors import TooCostly, Unavailable
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.dialects import SQLITE, Dialect
 from healthbridge.store.sql.engine import Args, Reader, Row, Session, Step, Work
@@ -34,6 +34,8 @@ from healthbridge.store.sql.urls import DatabaseUrl
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+PROGRESS_STEPS = 1000
+"""Virtual machine steps between two checks of a bounded statement's deadline."""
 
 
 def connect(path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connection:
@@ -141,6 +143,39 @@ class _UnitSession(_Statements):
         return await self._unit.run(lambda connection: call(connection, *args))
 
 
+def too_costly(timeout_s: float) -> TooCostly:
+    return TooCostly(
+        f"The search ran longer than {timeout_s:g} s and was stopped; narrow it (more specific "
+        "parameters, a smaller _count) and try again"
+    )
+
+
+class _BoundedReader:
+    """Reads on the reader connection, each interrupted (https://sqlite.org/c3ref/progress_handler.html)
+    once it has run ``timeout_s`` seconds."""
+
+    def __init__(self, engine: ApswEngine, connection: apsw.Connection, timeout_s: float) -> None:
+        self._engine = engine
+        self._connection = connection
+        self._timeout_s = timeout_s
+
+    async def fetch_one(self, statement: Statement, args: Args) -> Row | None:
+        rows = await self.fetch_all(statement, args)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, statement: Statement, args: Args) -> list[Row]:
+        deadline = time.monotonic() + self._timeout_s
+        self._connection.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+        try:
+            return _fetch(self._connection, statement.sql, args)
+        except apsw.InterruptError:
+            raise too_costly(self._timeout_s) from None
+        except apsw.Error as exc:
+            self._engine._raise(exc)
+        finally:
+            self._connection.set_progress_handler(None)
+
+
 class ApswEngine:
     def __init__(self, db: DatabaseUrl, reader: apsw.Connection, writer: apsw.Connection) -> None:
         self._db = db
@@ -212,6 +247,19 @@ class ApswEngine:
             yield self
         finally:
             self._reader.execute("COMMIT")
+
+    @asynccontextmanager
+    async def bounded_snapshot(self, timeout_s: float) -> AsyncIterator[Reader]:
+        reader = _BoundedReader(self, self._reader, timeout_s)
+        if self._reader.in_transaction:
+            yield reader
+            return
+        self._reader.execute("BEGIN")
+        try:
+            yield reader
+        finally:
+            if self._reader.in_transaction:  # an interrupt may have ended it
+                self._reader.execute("COMMIT")
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Session]:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from healthbridge.fhir.errors import TooCostly, Unavailable
 from healthbridge.store.sql.asyncpg_pool import Connections, create_pool, map_driver_error
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.dialects import POSTGRESQL, Dialect
@@ -91,6 +92,33 @@ class _Connection:
             raise map_driver_error(exc, self._where, self._connection) or exc from exc
 
 
+_SET_TIMEOUT = Statement("SELECT set_config('statement_timeout', $1, true)", (), {})
+
+
+class _Bounded:
+    """Reads in a snapshot transaction with ``SET LOCAL statement_timeout``; a cancelled
+    statement is TooCostly."""
+
+    def __init__(self, held: _Connection, timeout_s: float) -> None:
+        self._held = held
+        self._timeout_s = timeout_s
+
+    async def fetch_one(self, statement: Statement, args: Args) -> Row | None:
+        rows = await self.fetch_all(statement, args)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, statement: Statement, args: Args) -> list[Row]:
+        try:
+            return await self._held.fetch_all(statement, args)
+        except Unavailable as exc:  # a cancel is mapped like an operator intervention
+            if not isinstance(exc.__cause__, asyncpg.exceptions.QueryCanceledError):
+                raise
+            raise TooCostly(
+                f"The search ran longer than {self._timeout_s:g} s and was stopped; narrow it "
+                "(more specific parameters, a smaller _count) and try again"
+            ) from None
+
+
 class AsyncpgEngine:
     def __init__(self, db: DatabaseUrl, pool: Any) -> None:
         self._where = str(db)
@@ -137,6 +165,14 @@ class AsyncpgEngine:
             finally:
                 with suppress(Exception):
                     await transaction.rollback()
+
+    @asynccontextmanager
+    async def bounded_snapshot(self, timeout_s: float) -> AsyncIterator[Reader]:
+        async with self.snapshot() as held:
+            assert isinstance(held, _Connection)
+            milliseconds = str(max(1, round(timeout_s * 1000)))
+            await held.fetch_one(_SET_TIMEOUT, (milliseconds,))
+            yield _Bounded(held, timeout_s)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Session]:

@@ -10,17 +10,31 @@ connection trouble becomes ``Unavailable`` (503, nothing written), values the da
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import apsw
 import asyncpg
-from sqlalchemy import Table
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.engine import Dialect as SaDialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from healthbridge.fhir.errors import Conflict, FhirError, InvalidRequest, Unavailable
 
@@ -116,3 +130,54 @@ POSTGRESQL = Dialect(
     migration_lock="SELECT pg_advisory_xact_lock(7242024001)",
     writes_in_one_statement=True,
 )
+
+
+# --- search (https://hl7.org/fhir/R4/search.html): the planner's few dialect differences -------
+
+
+def among_keys(
+    dialect: Dialect, column: ColumnElement[int], keys: Sequence[int]
+) -> ColumnElement[bool]:
+    """``column`` is one of ``keys``, bound as ONE parameter whatever their number (so that the
+    statement text, and its compiled form, does not depend on it): a BIGINT[] on PostgreSQL,
+    a JSON array read with ``json_each`` on SQLite."""
+    if dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(keys), type_=ARRAY(BigInteger)))
+    each = func.json_each(bindparam(None, json.dumps(list(keys)), type_=Text))
+    return column.in_(select(each.table_valued("value").c.value))
+
+
+def explain_prefix(dialect: Dialect) -> str:
+    """What turns a SELECT into its plan: one row per plan node on either database."""
+    return "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+
+
+class _Unindexed(ColumnElement[Any]):
+    """An expression the SQLite planner must not look up by an index (a unary ``+``,
+    https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_)."""
+
+    inherit_cache = True
+    _traverse_internals = [("inner", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, inner: ColumnElement[Any]) -> None:
+        self.inner = inner
+        self.type = inner.type
+
+
+@compiles(_Unindexed)
+def _plain(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.inner, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.inner, **kw)
+
+
+def not_by_index(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``column`` as a term SQLite will not use an index for. A search that finds resources
+    by key (``rkey IN (...)``) filters ``resource.type`` this way: without statistics SQLite's
+    planner prefers the (type, ...) indexes and reads every resource of the type, where the
+    driving keys need a few lookups of the unique rkey index. PostgreSQL plans from its
+    statistics and gets the column as it is."""
+    return _Unindexed(column)

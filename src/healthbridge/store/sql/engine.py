@@ -60,6 +60,11 @@ class Engine(Reader, Protocol):
         """Several reads that see one consistent committed state."""
         ...
 
+    def bounded_snapshot(self, timeout_s: float) -> AbstractAsyncContextManager[Reader]:
+        """A :meth:`snapshot` whose statements each stop after ``timeout_s`` seconds with
+        :class:`~healthbridge.fhir.errors.TooCostly` (searches)."""
+        ...
+
     def unit_of_work(self) -> AbstractAsyncContextManager[Session]: ...
 
     async def write_one(self, work: Work[T]) -> T:

@@ -18,20 +18,25 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.definitions import Definitions, load_definitions
 from healthbridge.fhir.search import Indexer
+from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
     OutboxEvent,
+    SearchPage,
     StoredResource,
     Transaction,
 )
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
 from healthbridge.store.sql.indexing import IndexRows
+from healthbridge.store.sql.jobs import SqlJobs
+from healthbridge.store.sql.reindex import SqlReindex
+from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
 from healthbridge.store.sql.transaction import SqlTransaction, to_stored
 from healthbridge.store.versioning import Contended, is_valid_key, not_found, require_live
@@ -46,11 +51,27 @@ def _event(row: Row) -> OutboxEvent:
 
 
 class SqlRepository:
-    def __init__(self, engine: Engine, clock: Clock, index: IndexRows | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        index: IndexRows | None = None,
+        *,
+        search_timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
         self._clock = clock
         self._index = index or IndexRows(Indexer(load_definitions()))
+        self._search_timeout_s = search_timeout_s
+        self._search = SqlSearch(engine, self._index.indexer.definitions, search_timeout_s)
+        self.jobs = SqlJobs(engine, clock)
+        self.reindexer = SqlReindex(engine, self._index)
+
+    def use_definitions(self, definitions: Definitions) -> None:
+        """Index writes and search with ``definitions`` from now on (custom SearchParameters)."""
+        self._index.indexer = Indexer(definitions)
+        self._search = SqlSearch(self._engine, definitions, self._search_timeout_s)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -114,6 +135,13 @@ class SqlRepository:
     async def outbox_since(self, after_seq: int, limit: int = 100) -> list[OutboxEvent]:
         args = self._sql.outbox_since.bind(after=after_seq, limit=max(limit, 0))
         return [_event(row) for row in await self._engine.fetch_all(self._sql.outbox_since, args)]
+
+    async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
+        return await self._search.search(query, cursor)
+
+    async def explain(self, query: SearchQuery) -> str:
+        """For administrators: the SQL of the first page of ``query`` and the database's plan."""
+        return await self._search.explain(query)
 
     async def ping(self) -> None:
         await self._engine.fetch_one(self._sql.ping, ())

@@ -1,0 +1,108 @@
+"""Token search in SQL: https://hl7.org/fhir/R4/search.html#token.
+
+``[system]|[code]`` over ``search_token (code, system)``: a bare code matches any system, ``|code``
+only rows without a system, ``system|`` every code of the system. ``:not`` is a NOT EXISTS over the
+values (resources without the element match it), ``:text`` a starts-with search of the display
+texts stored under the ``text`` facet (:mod:`.string`), ``:of-type`` the ``of-type`` facet rows
+(``system`` = the identifier type's system, ``code`` = ``"{type code}|{value}"``).
+``:above``/``:below``/``:in``/``:not-in`` need the terminology service and are refused.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, FromClause, and_, false, or_
+
+from healthbridge.fhir.errors import InvalidRequest
+from healthbridge.fhir.search.query import Clause, CompositeQuery, StringQuery, TokenQuery
+from healthbridge.store.sql.search.conditions import (
+    RANK_CODE,
+    RANK_EXACT,
+    RANK_WIDE,
+    Condition,
+    Negated,
+    Probe,
+)
+from healthbridge.store.sql.search.scope import Bool, Scope, text
+from healthbridge.store.sql.search.string import prefix_test
+from healthbridge.store.sql.tables import search_string, search_token
+
+TERMINOLOGY = frozenset({"above", "below", "in", "not-in"})
+
+
+def token_test(code: ColumnElement[str], system: ColumnElement[str], query: TokenQuery) -> Bool:
+    """The row (``code``, ``system``) matches ``query`` (as match.py ``_token``)."""
+    if query.code is None and query.system is None:
+        return false()
+    tests: list[Bool] = []
+    if query.code is not None:
+        tests.append(code == text(query.code))
+    if query.system == "":
+        tests.append(system.is_(None))
+    elif query.system is not None:
+        tests.append(system == text(query.system))
+    return and_(*tests)
+
+
+def token_rank(queries: tuple[TokenQuery, ...]) -> int:
+    return RANK_CODE if all(q.code is not None for q in queries) else RANK_WIDE
+
+
+def _tokens(clause: Clause) -> tuple[TokenQuery, ...]:
+    values = tuple(v for v in clause.values if isinstance(v, TokenQuery))
+    if len(values) != len(clause.values):
+        raise InvalidRequest(f"{clause.name}: expected token values", expression=clause.name)
+    return values
+
+
+def token_probe(scope: Scope, clause: Clause, facet: str = "") -> Probe:
+    """Rows of ``search_token`` (under ``facet``) matching any of the clause's tokens."""
+    values = _tokens(clause)
+
+    def test(t: FromClause) -> Bool:
+        return or_(false(), *(token_test(t.c.code, t.c.system, q) for q in values))
+
+    pkeys = scope.pkeys(clause.resource_type, clause.param, facet)
+    return Probe(scope, search_token, pkeys, test, token_rank(values))
+
+
+def _text(scope: Scope, clause: Clause) -> Condition:
+    values = [v.normalized for v in clause.values if isinstance(v, StringQuery)]
+
+    def test(t: FromClause) -> Bool:
+        return or_(false(), *(prefix_test(t.c.normalized, v) for v in values))
+
+    pkeys = scope.pkeys(clause.resource_type, clause.param, "text")
+    return Probe(scope, search_string, pkeys, test, RANK_WIDE)
+
+
+def _of_type(scope: Scope, clause: Clause) -> Condition:
+    pairs: list[tuple[str | None, str]] = []
+    for value in clause.values:
+        kind, ident = value.parts if isinstance(value, CompositeQuery) else (None, None)
+        if not isinstance(kind, TokenQuery) or not isinstance(ident, TokenQuery):
+            raise InvalidRequest(
+                f"{clause.name}: expected system|code|value", expression=clause.name
+            )
+        pairs.append((kind.system, f"{kind.code}|{ident.code}"))
+
+    def test(t: FromClause) -> Bool:
+        return or_(false(), *(token_test(t.c.code, t.c.system, TokenQuery(s, c)) for s, c in pairs))
+
+    pkeys = scope.pkeys(clause.resource_type, clause.param, "of-type")
+    return Probe(scope, search_token, pkeys, test, RANK_EXACT)
+
+
+def token_condition(scope: Scope, clause: Clause) -> Condition:
+    if clause.modifier in TERMINOLOGY:
+        raise InvalidRequest(
+            f"{clause.name}: the :{clause.modifier} modifier needs a terminology service, "
+            "which this server does not have yet",
+            code="not-supported",
+            expression=clause.name,
+        )
+    if clause.modifier == "text":
+        return _text(scope, clause)
+    if clause.modifier == "of-type":
+        return _of_type(scope, clause)
+    probe = token_probe(scope, clause)
+    return Negated(probe) if clause.modifier == "not" else probe
