@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from healthbridge.fhir.errors import InvalidRequest, TooCostly
+from healthbridge.store.keys import param_key
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.repository import SqlRepository
 from tests.store.search_fixtures import parse, resource, store
@@ -59,11 +60,21 @@ async def test_a_statement_past_the_timeout_is_too_costly(sql_url: str) -> None:
         await engine.close()
 
 
+# Index rows for 300,000 Observations with code c1 (no resources behind them): counting them
+# takes PostgreSQL far longer than its shortest statement timeout (1 ms).
+_MANY_ROWS = (
+    "INSERT INTO search_token (pkey, rkey, code, system) "
+    "SELECT $1::bigint, g, 'c1', 'http://loinc.org' FROM generate_series(1, 300000) AS g"
+)
+
+
 async def test_a_search_past_its_timeout_is_too_costly(open_repo: OpenRepo) -> None:
     repo = await open_repo(search_timeout_s=0.0)
     await _patients_with_observations(repo, 10)
     if repo._engine.dialect.name == "postgresql":
-        pytest.skip("PostgreSQL's shortest statement_timeout (1 ms) outlasts this small search")
+        async with repo._engine.unit_of_work() as session:
+            many = Statement(_MANY_ROWS, ("pkey",), {})
+            await session.execute([(many, (param_key("Observation", "code"),))])
     with pytest.raises(TooCostly):
         await repo.search(parse("Observation", "code=c1&_sort=-date&_total=accurate"))
     # Nothing was left open: reads and cheap searches go on.

@@ -39,6 +39,11 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+KEY_TEXT = Text().with_variant(Text(collation="C"), "postgresql")
+"""Index text compared and sorted by code point (prefix ranges, ``_sort``) on both databases:
+SQLite's default BINARY collation does that; PostgreSQL needs ``COLLATE "C"`` whatever the
+database's locale."""
+
 # SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
 _Sequence = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -48,8 +53,8 @@ def _versions_table(name: str, *, one_per_resource: bool, extra: tuple[Index, ..
     return Table(
         name,
         metadata,
-        Column("type", Text, primary_key=True),
-        Column("id", Text, primary_key=True),
+        Column("type", KEY_TEXT, primary_key=True),
+        Column("id", KEY_TEXT, primary_key=True),
         Column("version_id", Integer, primary_key=not one_per_resource, nullable=False),
         Column("last_updated", BigInteger, nullable=False),
         Column("deleted", Boolean, nullable=False),
@@ -114,14 +119,14 @@ def _index_table(
 
 search_token = _index_table(
     "search_token",
-    Column("code", Text),
-    Column("system", Text),
+    Column("code", KEY_TEXT),
+    Column("system", KEY_TEXT),
     value=("code", "system"),
 )
 search_string = _index_table(
     "search_string",
-    Column("normalized", Text, nullable=False),
-    Column("exact", Text, nullable=False),
+    Column("normalized", KEY_TEXT, nullable=False),
+    Column("exact", KEY_TEXT, nullable=False),
     value=("normalized",),
 )
 search_date = _index_table(
@@ -136,37 +141,37 @@ search_quantity = _index_table(
     Column("value", DOUBLE),  # None for a Range; then lo/hi are its bounds
     Column("lo", DOUBLE),
     Column("hi", DOUBLE),
-    Column("system", Text),
-    Column("code", Text),
-    Column("unit", Text),
-    Column("canonical_code", Text),  # UCUM canonical form, when the system is UCUM
+    Column("system", KEY_TEXT),
+    Column("code", KEY_TEXT),
+    Column("unit", KEY_TEXT),
+    Column("canonical_code", KEY_TEXT),  # UCUM canonical form, when the system is UCUM
     Column("canonical_value", DOUBLE),
     value=("value",),
 )
 search_reference = _index_table(
     "search_reference",
     Column("target", BigInteger),  # rkey of the local Type/id referred to
-    Column("url", Text),  # absolute, urn: or canonical reference
-    Column("version", Text),
+    Column("url", KEY_TEXT),  # absolute, urn: or canonical reference
+    Column("version", KEY_TEXT),
     value=("target",),
     extra=(Index(None, "pkey", "url"),),
 )
-search_uri = _index_table("search_uri", Column("uri", Text, nullable=False), value=("uri",))
+search_uri = _index_table("search_uri", Column("uri", KEY_TEXT, nullable=False), value=("uri",))
 search_composite = _index_table(
     "search_composite",
     # First component: a token (system, code) or a reference (code = "Type/id" or url).
-    Column("a_system", Text),
-    Column("a_code", Text),
+    Column("a_system", KEY_TEXT),
+    Column("a_code", KEY_TEXT),
     # Second component, in the columns of its type.
-    Column("b_system", Text),  # token system, or quantity system
-    Column("b_code", Text),  # token code, or quantity code
-    Column("b_unit", Text),
+    Column("b_system", KEY_TEXT),  # token system, or quantity system
+    Column("b_code", KEY_TEXT),  # token code, or quantity code
+    Column("b_unit", KEY_TEXT),
     Column("b_value", DOUBLE),  # number or quantity value
     Column("b_lo", DOUBLE),  # quantity Range bounds
     Column("b_hi", DOUBLE),
     Column("b_start", BigInteger),  # date [start, end)
     Column("b_end", BigInteger),
-    Column("b_string", Text),  # string, normalized
+    Column("b_string", KEY_TEXT),  # string, normalized
     Column("c_value", DOUBLE),  # a third (number) component
     value=("a_code",),
 )
