@@ -34,6 +34,8 @@ from healthbridge.store.sql.urls import DatabaseUrl
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+SEARCH_CONNECTIONS = 4
+"""Reader connections for searches, each used by one search at a time in a worker thread."""
 PROGRESS_STEPS = 1000
 """Virtual machine steps between two checks of a bounded statement's deadline."""
 
@@ -151,8 +153,9 @@ def too_costly(timeout_s: float) -> TooCostly:
 
 
 class _BoundedReader:
-    """Reads on the reader connection, each interrupted (https://sqlite.org/c3ref/progress_handler.html)
-    once it has run ``timeout_s`` seconds."""
+    """Reads on one search connection, each in a worker thread (apsw releases the GIL while
+    SQLite works, so a long search does not stall the event loop) and each interrupted
+    (https://sqlite.org/c3ref/progress_handler.html) once it has run ``timeout_s`` seconds."""
 
     def __init__(self, engine: ApswEngine, connection: apsw.Connection, timeout_s: float) -> None:
         self._engine = engine
@@ -163,17 +166,56 @@ class _BoundedReader:
         rows = await self.fetch_all(statement, args)
         return rows[0] if rows else None
 
-    async def fetch_all(self, statement: Statement, args: Args) -> list[Row]:
+    def _bounded_fetch(self, statement: Statement, args: Args) -> list[Row]:
         deadline = time.monotonic() + self._timeout_s
         self._connection.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
         try:
             return _fetch(self._connection, statement.sql, args)
+        finally:
+            self._connection.set_progress_handler(None)
+
+    async def fetch_all(self, statement: Statement, args: Args) -> list[Row]:
+        try:
+            return await asyncio.to_thread(self._bounded_fetch, statement, args)
         except apsw.InterruptError:
             raise too_costly(self._timeout_s) from None
         except apsw.Error as exc:
             self._engine._raise(exc)
-        finally:
-            self._connection.set_progress_handler(None)
+
+
+class _SearchConnections:
+    """Up to ``size`` extra reader connections for bounded (search) snapshots, opened on first
+    use; a snapshot holds one for its whole duration."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self._path = path
+        self._idle: list[apsw.Connection] = []
+        self._available = asyncio.Semaphore(size)
+        self._closed = False
+
+    async def acquire(self) -> apsw.Connection:
+        await self._available.acquire()
+        if self._idle:
+            return self._idle.pop()
+        try:
+            connection = await asyncio.to_thread(connect, self._path)
+        except BaseException:
+            self._available.release()
+            raise
+        return connection
+
+    def release(self, connection: apsw.Connection) -> None:
+        if self._closed:
+            connection.close()
+        else:
+            self._idle.append(connection)
+        self._available.release()
+
+    def close(self) -> None:
+        self._closed = True
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
 
 
 class ApswEngine:
@@ -181,6 +223,7 @@ class ApswEngine:
         self._db = db
         self._reader = reader
         self._writer = GroupCommitWriter(writer, str(db))
+        self._searchers = _SearchConnections(str(db.path), SEARCH_CONNECTIONS)
         self._closed = False
 
     @classmethod
@@ -250,16 +293,22 @@ class ApswEngine:
 
     @asynccontextmanager
     async def bounded_snapshot(self, timeout_s: float) -> AsyncIterator[Reader]:
-        reader = _BoundedReader(self, self._reader, timeout_s)
-        if self._reader.in_transaction:
-            yield reader
-            return
-        self._reader.execute("BEGIN")
+        """Several reads on one committed state, each bounded by ``timeout_s``, on a search
+        connection of their own and off the event loop."""
+        self._check_open()
         try:
-            yield reader
+            connection = await self._searchers.acquire()
+        except apsw.Error as exc:
+            self._raise(exc)
+        try:
+            await asyncio.to_thread(connection.execute, "BEGIN")
+            try:
+                yield _BoundedReader(self, connection, timeout_s)
+            finally:
+                if connection.in_transaction:  # an interrupt may have ended it
+                    await asyncio.to_thread(connection.execute, "COMMIT")
         finally:
-            if self._reader.in_transaction:  # an interrupt may have ended it
-                self._reader.execute("COMMIT")
+            self._searchers.release(connection)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Session]:
@@ -284,4 +333,5 @@ class ApswEngine:
             return
         self._closed = True
         self._reader.close()
+        self._searchers.close()
         await self._writer.stop()
