@@ -4,6 +4,7 @@ parts were tampered with, and system-level searches whose key lists span every t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -144,3 +145,23 @@ async def test_system_level_searches_span_every_type(sql_repo: SqlRepository) ->
     assert [s.resource_type for s in typed.matches] == ["Organization"]
     everything = await sql_repo.search(parse(None, "_lastUpdated=gt2000&_total=accurate"))
     assert everything.total == 6
+
+
+async def test_a_long_search_does_not_stall_other_requests(sql_url: str) -> None:
+    """While one search statement runs for a while, point reads on the same server go on (on
+    SQLite the search runs on its own connection in a worker thread)."""
+    engine = await open_engine(sql_url)
+    slow = Statement(SLOW[engine.dialect.name].replace("50000000", "3000000"), (), {})
+    try:
+
+        async def search() -> None:
+            async with engine.bounded_snapshot(30) as reader:
+                await reader.fetch_all(slow, ())
+
+        running = asyncio.create_task(search())
+        await asyncio.sleep(0.05)  # the search is under way
+        assert await engine.fetch_one(Statement("SELECT 1", (), {}), ()) == (1,)
+        assert not running.done()  # the read was answered while the search still ran
+        await running
+    finally:
+        await engine.close()
