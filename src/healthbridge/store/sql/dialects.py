@@ -54,14 +54,17 @@ class Dialect:
     """INSERT/UPDATE ... RETURNING usable in WITH, feeding further INSERTs (PostgreSQL)."""
 
 
+# No conflict target: a first version may collide on the primary key (type, id) or, when two
+# writers create the same resource at once, on the unique resource key (rkey) as well; either way
+# the row exists and the insert writes nothing (a target would let the second index raise).
+
+
 def _sqlite_insert_if_absent(table: Table) -> Insert:
-    keys = [c.name for c in table.primary_key.columns]
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _postgres_insert_if_absent(table: Table) -> Insert:
-    keys = [c.name for c in table.primary_key.columns]
-    return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    return postgresql.insert(table).on_conflict_do_nothing()
 
 
 def _sqlite_error(exc: BaseException, where: str) -> FhirError | None:
