@@ -10,6 +10,7 @@ collected in ``SearchQuery.unknown`` (or rejected when ``strict``, i.e.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -27,6 +28,7 @@ from healthbridge.fhir.search.query import (
     HasStep,
     QueryValue,
     SearchQuery,
+    TokenQuery,
 )
 from healthbridge.fhir.search.results import ResultParams, parse_result_param
 
@@ -41,7 +43,10 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "composite": frozenset({"missing"}),
     "special": frozenset({"missing"}),
 }
-UNSUPPORTED = frozenset({"_query", "_list", "_contained", "_containedType"})
+UNSUPPORTED = frozenset({"_query", "_contained", "_containedType"})
+
+
+_LIST_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class SearchParser:
             return self._unknown(name, strict, "is not supported")
         if name.startswith("_has:"):
             return self._has_clause(resource_type, name, raw, strict)
+        if name == "_list" and resource_type is not None:
+            return self._list_clause(resource_type, raw)
         links = name.split(".")
         if len(links) - 1 > self.limits.max_chain_depth:
             raise InvalidRequest(
@@ -166,6 +173,20 @@ class SearchParser:
         return self._final(
             steps[-1].resource_type, ":".join(parts), name, raw, (), tuple(steps), strict
         )
+
+    def _list_clause(self, resource_type: str, raw: str) -> Clause:
+        """``_list=42`` (search.html#list): the resources List/42 names in ``entry.item``, i.e.
+        ``_has:List:item:_id=42``. Functional lists (``$current-allergies``) are not kept."""
+        ids = split_values(raw)
+        if not raw or any(not _LIST_ID.fullmatch(i) for i in ids):
+            raise InvalidRequest(
+                f"_list={raw!r}: give the id of a List (functional lists such as "
+                "$current-allergies are not supported)",
+                code="not-supported" if raw.startswith("$") else "value",
+                expression="_list",
+            )
+        values = tuple(TokenQuery(None, i) for i in ids)
+        return Clause("_list", "_id", "token", "List", None, values, (), (HasStep("List", "item"),))
 
     def _chain_step(self, current: str, link: str, name: str, strict: bool) -> ChainStep | None:
         code, _, type_name = link.partition(":")
