@@ -118,3 +118,16 @@ def test_serve_demo_over_real_http(tmp_path: Path) -> None:
         os.killpg(proc.pid, 15)
         out = proc.communicate(timeout=60)[0].decode()
     assert f"serving {base}" in out
+
+
+def test_explain_prints_the_sql_and_the_plan_of_a_search(tmp_path: Path) -> None:
+    """Issue 3: administrators see the SQL and the database's plan for a search."""
+    runner = CliRunner()
+    options = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(app, ["migrate", *options]).exit_code == 0
+    result = runner.invoke(app, ["explain", "Observation?patient=p1&code=8867-4", *options])
+    assert result.exit_code == 0, result.output
+    assert "-- SQL" in result.stdout and "-- plan" in result.stdout
+    assert "ix_search_reference_pkey_target_rkey" in result.stdout  # index-driven
+    bad = runner.invoke(app, ["explain", "Observation?date=yesterday", *options])
+    assert bad.exit_code == 2

@@ -1,4 +1,4 @@
-"""The ``healthbridge`` command: serve, migrate, demo, version.
+"""The ``healthbridge`` command: serve, migrate, demo, explain, version.
 
 Every option also reads ``HEALTHBRIDGE_<OPTION>`` from the environment (via Settings). ``serve``
 migrates the database, optionally loads the demo data, prints the FHIR base URL and starts Granian
@@ -189,6 +189,47 @@ def demo(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     _migrate(settings)
     loaded, skipped = asyncio.run(_load_demo(settings))
     console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
+
+
+async def _explain(settings: Settings, search: str) -> str:
+    from urllib.parse import parse_qsl
+
+    from healthbridge.fhir.definitions import load_definitions
+    from healthbridge.fhir.search.parse import SearchParser
+    from healthbridge.jobs.search_registry import SearchRegistry
+    from healthbridge.store.sql import open_repository
+    from healthbridge.store.sql.repository import SqlRepository
+
+    path, _, query = search.strip().lstrip("/").partition("?")
+    path = path.removeprefix("fhir").strip("/")
+    repository = await open_repository(settings.database_url())
+    try:
+        assert isinstance(repository, SqlRepository)
+        registry = SearchRegistry(load_definitions())
+        await registry.refresh(repository.jobs)  # custom SearchParameters in force
+        repository.use_definitions(registry.index_definitions)
+        parser = SearchParser(registry.search_definitions)
+        parsed = parser.parse(path or None, parse_qsl(query, keep_blank_values=True), strict=True)
+        return await repository.explain(parsed)
+    finally:
+        await repository.close()
+
+
+@app.command()
+def explain(
+    search: Annotated[str, typer.Argument(help="A search, e.g. 'Observation?code=8302-2'")],
+    database: DbOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Show the SQL of a search and the database's plan for it (for administrators)."""
+    from healthbridge.fhir.errors import FhirError
+
+    settings = _settings(database=database, data_dir=data_dir)
+    try:
+        print(asyncio.run(_explain(settings, search)))
+    except FhirError as exc:
+        console.print(f"[red]Cannot explain that search:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
