@@ -30,7 +30,6 @@ from healthbridge.rest.routes import TABLE
 
 FHIR_VERSION = "4.0.1"
 _PREFIXED = frozenset({"number", "date", "quantity"})
-_NOT_YET = frozenset({"above", "below", "in", "not-in"})  # token modifiers needing terminology
 SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_content")
 
 
@@ -65,8 +64,6 @@ def _documentation(definitions: Definitions, param: SearchParameter, resource_ty
     if param.type == "reference" and param.target:
         parts.append(f"refers to {', '.join(param.target)}")
     modifiers = sorted(MODIFIERS.get(param.type, frozenset()))
-    if param.type == "token":
-        modifiers = [m for m in modifiers if m not in _NOT_YET]
     if param.type == "reference":
         modifiers.append("[type]")
     if modifiers:

@@ -32,6 +32,7 @@ from healthbridge.fhir.search.query import Clause, SearchQuery
 from healthbridge.fhir.summary import select_elements, summarize
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.http import base_url, json_response, read_body
+from healthbridge.rest.search_terminology import expand_terminology
 from healthbridge.store.repository import MAX_INCLUDED, SearchPage, StoredResource
 
 FORM = "application/x-www-form-urlencoded"
@@ -226,6 +227,7 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     elif unknown:
         query = parse_query(ctx, request, params)
     cursor = next((v for k, v in reversed(params) if k == "_cursor"), None)
+    query = await expand_terminology(query, ctx.service.repository, ctx.search)
     page = await ctx.service.repository.search(query, cursor)
     base = base_url(request, ctx.limits)
     path = base + request.scope["path"].removeprefix("/fhir").rstrip("/").removesuffix("/_search")
