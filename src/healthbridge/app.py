@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthbridge import __version__
+from healthbridge.fhir import ucum
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError, Issue, MethodNotAllowed, Unavailable
 from healthbridge.fhir.search.parse import SearchLimits, SearchParser
@@ -148,6 +149,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         repository = await factory()
         state["repository"] = repository
+        # Build the UCUM unit registry (about 1.5 s) now, not on the first quantity written.
+        await asyncio.to_thread(ucum.conversion, "mg")
         registry = SearchRegistry(load_definitions())
         await registry.refresh(repository.jobs)
         registry.on_index_change(repository.use_definitions)

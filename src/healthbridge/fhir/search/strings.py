@@ -32,6 +32,8 @@ state, postalCode, country) parts; the two types share only ``text``."""
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form: ``Zoë`` -> ``zoe``."""
+    if text.isascii():  # no accents to remove; casefold() is lower() on ASCII
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 

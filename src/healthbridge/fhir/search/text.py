@@ -58,9 +58,10 @@ def _strings(node: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def content_text(resource: Resource) -> str:
-    """The words of every string value of the resource, narrative included."""
-    parts = [narrative_text(resource), *_strings(resource)]
+def content_text(resource: Resource, narrative: str | None = None) -> str:
+    """The words of every string value of the resource, narrative included (``narrative``:
+    its words when already known)."""
+    parts = [narrative_text(resource) if narrative is None else narrative, *_strings(resource)]
     return _indexed(" ".join(parts))
 
 

@@ -214,4 +214,5 @@ class IndexRows:
         if resource.get("resourceType") != resource_type:
             resource = {**resource, "resourceType": resource_type}
         tables = table_rows(resource_type, id, self.indexer.index_rows(resource))
-        return VersionIndex(tables, (narrative_text(resource), content_text(resource)))
+        narrative = narrative_text(resource)
+        return VersionIndex(tables, (narrative, content_text(resource, narrative)))
