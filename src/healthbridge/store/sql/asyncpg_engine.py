@@ -92,7 +92,17 @@ class _Connection:
             raise map_driver_error(exc, self._where, self._connection) or exc from exc
 
 
-_SET_TIMEOUT = Statement("SELECT set_config('statement_timeout', $1, true)", (), {})
+_SET_TIMEOUT = Statement(
+    "SELECT set_config('statement_timeout', $1, true), "
+    "set_config('plan_cache_mode', 'force_custom_plan', true)",
+    (),
+    {},
+)
+"""Per search transaction: the timeout, and a plan made for the actual values every time.
+asyncpg prepares statements and PostgreSQL switches a prepared statement to a generic plan
+after five runs; for search that plan cannot see that ``patient=X`` selects 80 rows and
+``code=Y`` 65,000, and drove a patient's lab search from the code (measured at 1M resources:
+183 ms p50 with the generic plan, 0.5 ms with a custom one)."""
 
 
 class _Bounded:
