@@ -20,6 +20,8 @@ import asyncpg
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    CompoundSelect,
+    Select,
     Table,
     Text,
     any_,
@@ -148,6 +150,38 @@ def among_keys(
         return column == any_(bindparam(None, list(keys), type_=ARRAY(BigInteger)))
     each = func.json_each(bindparam(None, json.dumps(list(keys)), type_=Text))
     return column.in_(select(each.table_valued("value").c.value))
+
+
+class _ArrayOf(ColumnElement[Any]):
+    """PostgreSQL's ``ARRAY(SELECT ...)``: the subquery's rows as one array value."""
+
+    inherit_cache = True
+    _traverse_internals = [("query", InternalTraversal.dp_clauseelement)]
+    type = ARRAY(BigInteger())
+
+    def __init__(self, query: Select[Any] | CompoundSelect[Any]) -> None:
+        self.query = query
+
+
+@compiles(_ArrayOf)
+def _compile_array_of(element: _ArrayOf, compiler: Any, **kw: Any) -> str:
+    return f"ARRAY({compiler.process(element.query, **kw)})"
+
+
+def keys_from(
+    dialect: Dialect, column: ColumnElement[int], driver: Select[Any] | CompoundSelect[Any]
+) -> ColumnElement[bool]:
+    """``column`` is one of the keys ``driver`` selects, with the driver run first.
+
+    On PostgreSQL ``column = ANY(ARRAY(driver))``: the driver runs once as an init plan and the
+    candidates are fetched through the unique key index. Written as ``IN (driver)`` PostgreSQL
+    may flatten it into a join and, misled by its row estimates on the index tables (off by 10x
+    at 1M resources), turn it inside out: ``Patient?_has:Observation:patient:code=X&birthdate=lt``
+    probed every observation of 2,656 patients (775 ms) instead of collecting the 10,120 coded
+    observations' patients once. SQLite materialises ``IN (driver)`` anyway."""
+    if dialect.name == "postgresql":
+        return column == any_(_ArrayOf(driver))
+    return column.in_(driver)
 
 
 def explain_prefix(dialect: Dialect) -> str:

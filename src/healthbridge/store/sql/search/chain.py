@@ -47,6 +47,7 @@ class Chain(Condition):
     target_type: str
     inner: Condition
     proves_live: bool = True
+    nested: bool = True
     rank: int | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class Has(Condition):
 
     pkey: int
     inner: Condition
+    nested: bool = True
     rank: int | None = field(init=False)
 
     def __post_init__(self) -> None:

@@ -82,7 +82,7 @@ class Planner:
             filters.append(kind == text(query.resource_type))
         elif query.types or query.compartment:
             filters.append(type_filter(kind, scope.types))
-        filters += restrict(Candidate(resource.c.rkey, resource), conditions)
+        filters += restrict(Candidate(resource.c.rkey, resource), conditions, self.dialect)
         sorts = tuple(sort_column(scope, key, resource) for key in query.sort)
         return Plan(query, scope, tuple(filters), sorts, tuple(conditions))
 
