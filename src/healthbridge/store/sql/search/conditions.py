@@ -45,6 +45,7 @@ Rkeys = Select[tuple[int]] | CompoundSelect[tuple[int]]
 
 # Driver ranks: lower is expected to match fewer resources.
 RANK_KEY = 0  # _id, a compartment owner
+RANK_IDENTIFIER = 5  # identifier=system|value: one resource, as a rule
 RANK_REFERENCE = 10  # reference = Type/id, compartment
 RANK_CODE = 20  # token with a code, identifier
 RANK_EXACT = 30  # string :exact, uri, token :of-type

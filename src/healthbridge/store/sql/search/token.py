@@ -17,6 +17,7 @@ from healthbridge.fhir.search.query import Clause, CompositeQuery, StringQuery, 
 from healthbridge.store.sql.search.conditions import (
     RANK_CODE,
     RANK_EXACT,
+    RANK_IDENTIFIER,
     RANK_WIDE,
     Condition,
     Negated,
@@ -43,8 +44,12 @@ def token_test(code: ColumnElement[str], system: ColumnElement[str], query: Toke
     return and_(*tests)
 
 
-def token_rank(queries: tuple[TokenQuery, ...]) -> int:
-    return RANK_CODE if all(q.code is not None for q in queries) else RANK_WIDE
+def token_rank(queries: tuple[TokenQuery, ...], identifier: bool = False) -> int:
+    """Codes are selective, identifiers (``identifier``, ``:identifier``) more so: a chain
+    through ``subject:Patient.identifier=...`` should drive before a common code."""
+    if not all(q.code is not None for q in queries):
+        return RANK_WIDE
+    return RANK_IDENTIFIER if identifier else RANK_CODE
 
 
 def _tokens(clause: Clause) -> tuple[TokenQuery, ...]:
@@ -62,7 +67,8 @@ def token_probe(scope: Scope, clause: Clause, facet: str = "") -> Probe:
         return or_(false(), *(token_test(t.c.code, t.c.system, q) for q in values))
 
     pkeys = scope.pkeys(clause.resource_type, clause.param, facet)
-    return Probe(scope, search_token, pkeys, test, token_rank(values))
+    identifier = clause.param == "identifier" or facet == "identifier"
+    return Probe(scope, search_token, pkeys, test, token_rank(values, identifier))
 
 
 def _text(scope: Scope, clause: Clause) -> Condition:
