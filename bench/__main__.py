@@ -1,24 +1,31 @@
-"""``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir) or
-``python -m bench validation`` (in-process validation throughput)."""
+"""``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir),
+``python -m bench validation`` (in-process validation throughput) or ``python -m bench search``
+(search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import sys
 
+BENCHMARKS = ("http", "validation", "search")
+
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("http", "validation"):
-        print("usage: python -m bench {http|validation} [options]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print(f"usage: python -m bench {{{'|'.join(BENCHMARKS)}}} [options]", file=sys.stderr)
         raise SystemExit(2)
     which = sys.argv.pop(1)
     if which == "http":
         from bench import http_core
 
         http_core.main()
-    else:
+    elif which == "validation":
         from bench import validation
 
         validation.main()
+    else:
+        from bench import search_scale
+
+        search_scale.main()
 
 
 if __name__ == "__main__":
