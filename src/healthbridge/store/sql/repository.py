@@ -38,8 +38,14 @@ from healthbridge.store.sql.jobs import SqlJobs
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
-from healthbridge.store.sql.transaction import SqlTransaction, to_stored
-from healthbridge.store.versioning import Contended, is_valid_key, not_found, require_live
+from healthbridge.store.sql.transaction import Prepared, SqlTransaction, to_stored
+from healthbridge.store.versioning import (
+    Contended,
+    is_valid_key,
+    new_id,
+    not_found,
+    require_live,
+)
 
 T = TypeVar("T")
 Change = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
@@ -78,25 +84,42 @@ class SqlRepository:
         async with self._engine.unit_of_work() as session:
             yield SqlTransaction(session, self._sql, self._clock, self._index)
 
+    def _prepared(self, resource_type: str, id: str, resource: Resource) -> Prepared | None:
+        """The index of a version about to be written, extracted here, on the caller's thread:
+        on SQLite the change itself runs on the writer thread while it holds the database's
+        write lock, which other server processes wait for (measured: SQLite creates over HTTP
+        with 2 workers 695/s when extracted under the lock)."""
+        if not is_valid_key(resource_type, id):
+            return None  # the change refuses the key anyway
+        return resource, self._index.rows(resource_type, id, resource)
+
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None
     ) -> StoredResource:
-        return await self._write_one(lambda tx: tx.create(resource_type, resource, id))
+        if id is None:
+            id = new_id()
+        prepared = self._prepared(resource_type, id, resource)
+        return await self._write_one(lambda tx: tx.create(resource_type, resource, id), prepared)
 
     async def update(
         self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        return await self._write_one(lambda tx: tx.update(resource_type, id, resource, if_match))
+        prepared = self._prepared(resource_type, id, resource)
+        return await self._write_one(
+            lambda tx: tx.update(resource_type, id, resource, if_match), prepared
+        )
 
     async def delete(
         self, resource_type: str, id: str, if_match: int | None = None
     ) -> StoredResource | None:
         return await self._write_one(lambda tx: tx.delete(resource_type, id, if_match))
 
-    async def _write_one(self, change: Change[T]) -> T:
+    async def _write_one(self, change: Change[T], prepared: Prepared | None = None) -> T:
         def lock_free(session: Session) -> Coroutine[Any, Any, T]:
             return change(
-                SqlTransaction(session, self._sql, self._clock, self._index, locking=False)
+                SqlTransaction(
+                    session, self._sql, self._clock, self._index, locking=False, prepared=prepared
+                )
             )
 
         try:

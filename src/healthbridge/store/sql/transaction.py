@@ -18,7 +18,7 @@ from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.keys import resource_key
 from healthbridge.store.repository import StoredResource
 from healthbridge.store.sql.engine import Row, Session
-from healthbridge.store.sql.indexing import IndexRows
+from healthbridge.store.sql.indexing import IndexRows, VersionIndex
 from healthbridge.store.sql.statements import Statements
 from healthbridge.store.versioning import (
     ATTEMPTS,
@@ -27,6 +27,9 @@ from healthbridge.store.versioning import (
     not_found,
     require_live,
 )
+
+Prepared = tuple[Resource, VersionIndex]
+"""A resource and its index, extracted before the change runs (see SqlRepository)."""
 
 OPTIMISTIC_ATTEMPTS = 2
 """Lock-free tries of one change before it falls back to a locking unit of work."""
@@ -49,11 +52,13 @@ class SqlTransaction(VersionWriter):
         index: IndexRows,
         *,
         locking: bool = True,
+        prepared: Prepared | None = None,
     ) -> None:
         super().__init__(clock, ATTEMPTS if locking else OPTIMISTIC_ATTEMPTS)
         self._session = session
         self._sql = sql
         self._index = index
+        self._prepared = prepared
         self.locking = locking
         self._read_current = sql.lock_current if locking else sql.current
 
@@ -82,12 +87,17 @@ class SqlTransaction(VersionWriter):
             "rkey": resource_key(stored.resource_type, stored.id),
         }
 
+    def _rows(self, stored: StoredResource, resource: Resource | None) -> VersionIndex:
+        if resource is not None and self._prepared is not None and self._prepared[0] is resource:
+            return self._prepared[1]
+        return self._index.rows(stored.resource_type, stored.id, resource)
+
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
-        rows = self._index.rows(stored.resource_type, stored.id, resource)
+        rows = self._rows(stored, resource)
         first, then = self._sql.writes.first(self._values(stored), rows)
         return await self._session.execute_chain(first, then)
 
     async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
-        rows = self._index.rows(stored.resource_type, stored.id, resource)
+        rows = self._rows(stored, resource)
         first, then = self._sql.writes.next(self._values(stored), rows)
         return await self._session.execute_chain(first, then)
