@@ -91,6 +91,7 @@ def _fhir_router(
     )
     operations = _operations(runner)
     capabilities = Capabilities(ctx, operations)
+    registry.on_search_change(lambda _: capabilities.refresh())
     return Router(ctx, operations, capabilities.handle)
 
 

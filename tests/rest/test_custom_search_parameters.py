@@ -80,6 +80,11 @@ def test_a_custom_parameter_is_searchable_after_reindex(fast_client: TestClient)
         assert done["state"] == "done" and int(done["processed"]) >= 3
         assert done["parameter"] == "birthplace-city"
 
+        metadata = client.get("/fhir/metadata").json()
+        entry = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Patient")
+        listed = {p["name"]: p for p in entry["searchParam"]}
+        assert listed["birthplace-city"]["definition"] == PARAMETER["url"]
+
         found = client.get("/fhir/Patient?birthplace-city=lyon", headers=strict)
         assert found.status_code == 200
         assert ids(found.json()) == {lyon, late}

@@ -106,8 +106,19 @@ def _search_entry(
     return {
         "searchInclude": ["*", f"{resource_type}:*", *includes],
         "searchRevInclude": revincludes,
-        "searchParam": [_search_param(definitions, p, resource_type) for p in params],
+        "searchParam": [
+            *(_search_param(definitions, p, resource_type) for p in params),
+            _LIST_PARAM,
+        ],
     }
+
+
+_LIST_PARAM = {
+    "name": "_list",
+    "type": "token",
+    "documentation": "https://hl7.org/fhir/R4/search.html#list: the resources List/[id] names "
+    "(_list=[id]); functional lists ($current-...) are not supported",
+}
 
 
 def _resource_entry(
@@ -160,7 +171,7 @@ def _system_search(definitions: Definitions) -> dict[str, Any]:
 
 
 def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dict[str, Any]:
-    definitions = ctx.service.definitions
+    definitions = ctx.search.definitions  # core + searchable custom SearchParameters
     types = sorted(definitions.resource_types)
     revincludes = _reverse_includes(definitions)
     system_ops = [
@@ -199,8 +210,14 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
 class Capabilities:
     def __init__(self, ctx: RestContext, operations: OperationRegistry) -> None:
         self.ctx = ctx
+        self._operations = operations
         self.statement = capability_statement(ctx, operations)
         self._encoded: dict[str, bytes] = {}
+
+    def refresh(self) -> None:
+        """Rebuild the statement (the searchable parameters changed: a $reindex finished)."""
+        self.statement = capability_statement(self.ctx, self._operations)
+        self._encoded = {}
 
     async def handle(self, request: Request) -> Response:
         check_format(request.query_params.get("_format"), request.headers.get("accept"))
