@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
+import pytest
+
 from healthbridge.fhir.definitions import Definitions
-from healthbridge.fhir.search.fhirpath import compile_expression, split_union
+from healthbridge.fhir.search.fhirpath import compile_expression, fallback, split_union
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -112,13 +114,34 @@ def test_relative_component_and_percent_resource(definitions: Definitions) -> No
 
 
 def test_unsupported_expressions_fall_back_to_fhirpathpy(definitions: Definitions) -> None:
-    expression = "Patient.deceased.exists() and Patient.deceased != false"
-    accessor = compile_expression(definitions, expression, "Patient")
+    expression = "Observation.value.exists() and Observation.value.empty().not()"
+    accessor = compile_expression(definitions, expression, "Observation")
     assert not accessor.compiled
-    patient = {"resourceType": "Patient", "deceasedDateTime": "2020-01-01"}
-    before = copy.deepcopy(patient)
-    assert accessor(patient, patient) == [True]
-    assert patient == before, "evaluation must not modify the resource"
+    observation = {"resourceType": "Observation", "valueString": "x"}
+    before = copy.deepcopy(observation)
+    assert accessor(observation, observation) == [True]
+    assert observation == before, "evaluation must not modify the resource"
+
+
+@pytest.mark.parametrize(
+    "patient",
+    [
+        {},
+        {"deceasedBoolean": True},
+        {"deceasedBoolean": False},
+        {"deceasedDateTime": "2020-01-01"},
+    ],
+)
+def test_deceased_compiles_and_agrees_with_fhirpathpy(
+    definitions: Definitions, patient: dict[str, object]
+) -> None:
+    """Patient ``deceased`` (``X.exists() and X != false``) is evaluated on every Patient
+    write: compiled, it must give what FHIRPath's three-valued logic gives."""
+    expression = "Patient.deceased.exists() and Patient.deceased != false"
+    resource = {"resourceType": "Patient", **patient}
+    accessor = compile_expression(definitions, expression, "Patient")
+    assert accessor.compiled
+    assert accessor(resource, resource) == fallback(expression, "Patient")(resource, resource)
 
 
 def test_split_union_respects_parentheses_and_quotes() -> None:
@@ -129,8 +152,8 @@ def test_split_union_respects_parentheses_and_quotes() -> None:
     ]
 
 
-def test_every_r4_expression_but_one_compiles(definitions: Definitions) -> None:
-    """Of all R4 search-parameter expressions only Patient ``deceased`` needs fhirpathpy."""
+def test_every_r4_expression_compiles(definitions: Definitions) -> None:
+    """Every R4 search-parameter expression runs as compiled Python (none needs fhirpathpy)."""
     fallback = set()
     for resource_type in definitions.resource_types:
         for param in definitions.search_parameters(resource_type).values():
@@ -138,4 +161,4 @@ def test_every_r4_expression_but_one_compiles(definitions: Definitions) -> None:
                 accessor = compile_expression(definitions, param.expression, resource_type)
                 if not accessor.compiled:
                     fallback.add(param.expression)
-    assert fallback == {"Patient.deceased.exists() and Patient.deceased != false"}
+    assert fallback == set()

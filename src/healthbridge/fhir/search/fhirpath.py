@@ -293,6 +293,33 @@ def _union(
     return lambda focus, root: distinct([value for run in runs for value in run(focus, root)])
 
 
+_PRESENT_AND_NOT_FALSE = re.compile(
+    r"(?P<type>[A-Z][A-Za-z]+)\.(?P<name>[a-z][A-Za-z]*)\.exists\(\) and "
+    r"(?P=type)\.(?P=name) != false"
+)
+
+
+def _present_and_not_false(expression: str, resource_type: str) -> Accessor | None:
+    """``Patient.deceased.exists() and Patient.deceased != false`` (the one R4 expression the
+    subset cannot compile, evaluated on every Patient write): true when the choice element has
+    any value other than ``false``, else false, exactly as FHIRPath's three-valued ``and``
+    gives it."""
+    match = _PRESENT_AND_NOT_FALSE.fullmatch(expression.strip())
+    if match is None or match["type"] != resource_type:
+        return None
+    prefix = match["name"]
+
+    def present_and_not_false(focus: Any, root: dict[str, Any]) -> list[Any]:
+        if not isinstance(focus, dict):
+            return []
+        values = [
+            v for k, v in focus.items() if k.startswith(prefix) and k[len(prefix) :][:1].isupper()
+        ]
+        return [any(v is not False for v in values)]
+
+    return Accessor(expression, present_and_not_false, "boolean", compiled=True, root_keys=None)
+
+
 def compile_expression(
     definitions: Definitions, expression: str, resource_type: str, relative_to: str | None = None
 ) -> Accessor:
@@ -304,7 +331,8 @@ def compile_expression(
     try:
         return _compile(definitions, expression, resource_type, relative_to)
     except Unsupported:
-        return fallback(expression, resource_type, relative_to)
+        special = None if relative_to else _present_and_not_false(expression, resource_type)
+        return special or fallback(expression, resource_type, relative_to)
 
 
 def _compile(
