@@ -98,6 +98,7 @@ def test_capability_statement_lists_what_is_served(client: TestClient) -> None:
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

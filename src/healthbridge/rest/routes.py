@@ -20,7 +20,16 @@ from starlette.types import Receive, Scope, Send
 from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.interactions import create, delete, history, read, search, update, vread
+from healthbridge.rest.interactions import (
+    create,
+    delete,
+    history,
+    patch,
+    read,
+    search,
+    update,
+    vread,
+)
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 
@@ -47,6 +56,7 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("version", "GET"): Interaction("vread", "instance", vread.handle),
     ("instance", "PUT"): Interaction("update", "instance", update.handle),
     ("instance", "DELETE"): Interaction("delete", "instance", delete.handle),
+    ("instance", "PATCH"): Interaction("patch", "instance", patch.handle),
     ("instance-history", "GET"): Interaction("history-instance", "instance", history.handle),
     ("type-history", "GET"): Interaction("history-type", "type", history.handle),
     ("type", "POST"): Interaction("create", "type", create.handle),

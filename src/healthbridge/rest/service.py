@@ -7,14 +7,29 @@ then calls the repository (which stamps ids and meta and writes the outbox event
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 from typing import Any
 
+from healthbridge.fhir import jsonformat
 from healthbridge.fhir.definitions import Definitions
-from healthbridge.fhir.errors import InvalidRequest, Issue, NotFound
+from healthbridge.fhir.errors import (
+    Conflict,
+    InvalidRequest,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from healthbridge.fhir.patch.json_patch import apply_json_patch
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
 from healthbridge.store.repository import HistoryPage, HistoryQuery, Repository, StoredResource
+
+PATCH_ATTEMPTS = 12
+"""Tries of one PATCH without If-Match while other writers change the resource; each round at
+least one writer succeeds, so this many concurrent patches of one resource all get through."""
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -98,6 +113,52 @@ class FhirService:
             )
         resource = self.check_body(resource_type, body)
         return await self.repository.update(resource_type, id, resource, if_match)
+
+    async def patch(
+        self, resource_type: str, id: str, patch: Any, if_match: int | None
+    ) -> StoredResource:
+        """https://hl7.org/fhir/R4/http.html#patch (JSON Patch): the current version patched,
+        checked as an update is, and stored as the next version. Without ``If-Match`` the patch
+        applies to whatever version is current when it is stored: when another writer gets in
+        between, it is applied again to the newer version (up to :data:`PATCH_ATTEMPTS`
+        times, with a jittered pause)."""
+        self.check_type(resource_type)
+        self.check_id(id)
+        for attempt in range(PATCH_ATTEMPTS):
+            if attempt:  # another writer won the last round: let it finish, then read again
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter
+            current = await self.repository.read(resource_type, id)
+            if if_match is not None and current.version_id != if_match:
+                raise PreconditionFailed(
+                    f"If-Match version {if_match} does not match the current version "
+                    f"{current.version_id} of {resource_type}/{id}"
+                )
+            patched = apply_json_patch(jsonformat.loads(current.content), patch)
+            resource = self._patched(resource_type, id, patched)
+            try:
+                stored, _ = await self.repository.update(
+                    resource_type, id, resource, current.version_id
+                )
+            except PreconditionFailed:
+                if if_match is not None:
+                    raise
+                continue  # changed since we read it: patch the newer version
+            return stored
+        raise Conflict(f"{resource_type}/{id} is being changed concurrently; retry the PATCH")
+
+    def _patched(self, resource_type: str, id: str, patched: Resource) -> Resource:
+        if patched.get("resourceType") != resource_type or patched.get("id") != id:
+            raise Unprocessable(
+                "A PATCH may not change the resource's type or id",
+                code="invariant",
+                expression=f"{resource_type}.id",
+            )
+        try:
+            return self.check_body(resource_type, patched)
+        except InvalidRequest as exc:  # the patched content is not a valid resource: 422
+            raise Unprocessable(
+                "The patched resource is not valid", issues=list(exc.issues)
+            ) from None
 
     async def delete(
         self, resource_type: str, id: str, if_match: int | None
