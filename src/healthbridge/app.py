@@ -67,7 +67,6 @@ def _fhir_router(
 ) -> Router:
     definitions = registry.core
     validator = Validator(definitions, max_string_length=settings.max_string_chars)
-    service = FhirService(repository, definitions, validator)
     limits = HttpLimits(
         max_body_bytes=settings.max_body_bytes,
         default_page_size=settings.default_page_size,
@@ -82,6 +81,7 @@ def _fhir_router(
         ),
     )
     registry.on_search_change(lambda current: setattr(search, "definitions", current))
+    service = FhirService(repository, definitions, validator, search)
     ctx = RestContext(
         service=service,
         limits=limits,

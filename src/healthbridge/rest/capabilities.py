@@ -132,9 +132,9 @@ def _resource_entry(
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
-        "conditionalCreate": False,
+        "conditionalCreate": True,
+        "conditionalUpdate": True,
         "conditionalRead": "full-support",
-        "conditionalUpdate": False,
         "conditionalDelete": "not-supported",
         **search,
     }

@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.definitions import Definitions
@@ -23,9 +27,23 @@ from healthbridge.fhir.errors import (
     Unprocessable,
 )
 from healthbridge.fhir.patch.json_patch import apply_json_patch
+from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
-from healthbridge.store.repository import HistoryPage, HistoryQuery, Repository, StoredResource
+from healthbridge.store.repository import (
+    HistoryPage,
+    HistoryQuery,
+    Repository,
+    StoredResource,
+    Transaction,
+)
+
+LOCK_STRIPES = 64
+CONDITIONAL_AT_ONCE = 4
+"""Conditional operations in flight per process. Each holds a unit of work (a connection) and
+searches on a second one: waiting for the named lock in process first, and bounding how many
+run at once, keeps them from exhausting the connection pool and waiting on each other."""
 
 PATCH_ATTEMPTS = 12
 """Tries of one PATCH without If-Match while other writers change the resource; each round at
@@ -35,10 +53,20 @@ _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class FhirService:
-    def __init__(self, repository: Repository, definitions: Definitions, validator: Validator):
+    def __init__(
+        self,
+        repository: Repository,
+        definitions: Definitions,
+        validator: Validator,
+        search: SearchParser | None = None,
+    ):
         self.repository = repository
         self.definitions = definitions
         self.validator = validator
+        self.search = search or SearchParser(definitions)
+        """Parses conditional operations' criteria (the app passes the parser search uses)."""
+        self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._conditional = asyncio.Semaphore(CONDITIONAL_AT_ONCE)
 
     # -- checks ---------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
@@ -113,6 +141,69 @@ class FhirService:
             )
         resource = self.check_body(resource_type, body)
         return await self.repository.update(resource_type, id, resource, if_match)
+
+    def criteria(self, resource_type: str, criteria: str, what: str) -> tuple[SearchQuery, str]:
+        """A conditional operation's search (https://hl7.org/fhir/R4/http.html#ccreate), parsed
+        strictly (an ignored parameter would widen the match), and the name its units of work
+        lock so that two with the same criteria take turns."""
+        pairs = parse_qsl(criteria, keep_blank_values=True)
+        query = self.search.parse(resource_type, pairs, strict=True)
+        if not query.clauses and query.filter is None:
+            raise InvalidRequest(f"{what} needs search criteria, e.g. identifier=system|value")
+        return replace(query, count=2, includes=(), total=None), f"{resource_type}?{sorted(pairs)}"
+
+    async def _matches(self, query: SearchQuery) -> list[StoredResource]:
+        return (await self.repository.search(query)).matches
+
+    @asynccontextmanager
+    async def _turn(self, name: str) -> AsyncIterator[Transaction]:
+        """A unit of work holding the lock ``name`` (in this process, then in the database)."""
+        stripe = self._stripes[hash(name) % LOCK_STRIPES]
+        async with stripe, self._conditional, self.repository.transaction() as tx:
+            await tx.lock(name)
+            yield tx
+
+    async def conditional_create(
+        self, resource_type: str, body: Any, criteria: str
+    ) -> tuple[StoredResource, bool]:
+        """``If-None-Exist``: create unless the criteria match; one match is returned as is
+        (False), several are 412. Race-free: concurrent ones with the same criteria take turns."""
+        self.check_type(resource_type)
+        query, name = self.criteria(resource_type, criteria, "If-None-Exist")
+        resource = self.check_body(resource_type, body)
+        async with self._turn(name) as tx:
+            found = await self._matches(query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"If-None-Exist: {criteria} matches several resources")
+            if found:
+                return found[0], False
+            return await tx.create(resource_type, resource), True
+
+    async def conditional_update(
+        self, resource_type: str, body: Any, criteria: str, if_match: int | None
+    ) -> tuple[StoredResource, bool]:
+        """``PUT [type]?criteria`` (http.html#cond-update): no match creates (with the body's
+        id if it has one), one match is updated (the body's id, if any, must be its id),
+        several are 412."""
+        self.check_type(resource_type)
+        query, name = self.criteria(resource_type, criteria, "A conditional update")
+        resource = self.check_body(resource_type, body)
+        async with self._turn(name) as tx:
+            found = await self._matches(query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"The criteria {criteria} match several resources")
+            if not found:
+                given = resource.get("id")
+                if isinstance(given, str):
+                    return await tx.update(resource_type, given, resource, if_match)
+                return await tx.create(resource_type, resource), True
+            target = found[0].id
+            if resource.get("id", target) != target:
+                raise InvalidRequest(
+                    f"The body's id must be {target!r}, the resource the criteria match",
+                    expression=f"{resource_type}.id",
+                )
+            return await tx.update(resource_type, target, resource | {"id": target}, if_match)
 
     async def patch(
         self, resource_type: str, id: str, patch: Any, if_match: int | None

@@ -85,6 +85,9 @@ class MemoryTransaction(VersionWriter):
             raise not_found(resource_type, id)
         return require_live(stored)
 
+    async def lock(self, name: str) -> None:
+        """Units of work take turns already (the repository's lock)."""
+
     async def _current(self, resource_type: str, id: str) -> Current | None:
         stored = self._lookup((resource_type, id))
         if stored is None:

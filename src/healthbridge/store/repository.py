@@ -121,6 +121,12 @@ class Transaction(Protocol):
 
     async def read(self, resource_type: str, id: str) -> StoredResource: ...
 
+    async def lock(self, name: str) -> None:
+        """Wait until no other unit of work holds ``name``, then hold it until this one ends.
+        After it returns, ``Repository.search`` sees every unit that held ``name`` before
+        (conditional create: search, then create, without a race)."""
+        ...
+
     async def create(
         self, resource_type: str, resource: Resource, id: str | None = None
     ) -> StoredResource:

@@ -54,6 +54,9 @@ class Dialect:
     """SQL run first in the migration transaction so concurrent migrations take turns."""
     writes_in_one_statement: bool
     """INSERT/UPDATE ... RETURNING usable in WITH, feeding further INSERTs (PostgreSQL)."""
+    named_lock: str
+    """Takes a lock named by a 64-bit key (``$1``/``?``) until the transaction ends. SQLite's
+    unit of work holds the database's write lock already: any statement makes it take it."""
 
 
 # No conflict target: a first version may collide on the primary key (type, id) or, when two
@@ -124,6 +127,7 @@ SQLITE = Dialect(
     insert_if_absent=_sqlite_insert_if_absent,
     map_error=_sqlite_error,
     migration_lock=None,  # the migration transaction starts with BEGIN IMMEDIATE instead
+    named_lock="SELECT ?",
     writes_in_one_statement=False,
 )
 
@@ -133,6 +137,7 @@ POSTGRESQL = Dialect(
     insert_if_absent=_postgres_insert_if_absent,
     map_error=_postgres_error,
     migration_lock="SELECT pg_advisory_xact_lock(7242024001)",
+    named_lock="SELECT pg_advisory_xact_lock($1)",
     writes_in_one_statement=True,
 )
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros, to_micros
-from healthbridge.store.keys import resource_key
+from healthbridge.store.keys import key, resource_key
 from healthbridge.store.repository import StoredResource
+from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.engine import Row, Session
 from healthbridge.store.sql.indexing import IndexRows, VersionIndex
 from healthbridge.store.sql.statements import Statements
@@ -67,6 +68,10 @@ class SqlTransaction(VersionWriter):
         if row is None:
             raise not_found(resource_type, id)
         return require_live(to_stored(row))
+
+    async def lock(self, name: str) -> None:
+        statement = Statement(self._sql.dialect.named_lock, ("key",), {})
+        await self._session.fetch_one(statement, (key(f"lock:{name}"),))
 
     async def _current(self, resource_type: str, id: str) -> Current | None:
         row = await self._session.fetch_one(self._read_current, (resource_type, id))

@@ -1,0 +1,85 @@
+"""Conditional create and update (https://hl7.org/fhir/R4/http.html#ccreate, #cond-update), on
+every backend, including concurrent conditional creates that must make exactly one resource."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.fhir.validation import Validator
+from healthbridge.rest.service import FhirService
+from tests.support.databases import PostgresDatabase, open_backend
+
+
+def patient(value: str, **more: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:mrn", "value": value}],
+        **more,
+    }
+
+
+def test_if_none_exist_creates_once_and_returns_the_match(client: TestClient) -> None:
+    headers = {"If-None-Exist": "identifier=urn:mrn|1"}
+    first = client.post("/fhir/Patient", json=patient("1"), headers=headers)
+    assert first.status_code == 201
+    again = client.post("/fhir/Patient", json=patient("1", active=True), headers=headers)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and "active" not in again.json()
+    client.post("/fhir/Patient", json=patient("2"))
+    client.post("/fhir/Patient", json=patient("2"))
+    several = client.post(
+        "/fhir/Patient", json=patient("2"), headers={"If-None-Exist": "identifier=urn:mrn|2"}
+    )
+    assert several.status_code == 412
+    unknown = client.post(
+        "/fhir/Patient", json=patient("3"), headers={"If-None-Exist": "colour=red"}
+    )
+    assert unknown.status_code == 400  # an ignored parameter would widen the match
+    assert client.get("/fhir/Patient?identifier=urn:mrn|3").json()["total"] == 0
+
+
+def test_conditional_update_creates_updates_or_refuses(client: TestClient) -> None:
+    url = "/fhir/Patient?identifier=urn:mrn|7"
+    created = client.put(url, json=patient("7"))
+    assert created.status_code == 201
+    id = created.json()["id"]
+    updated = client.put(url, json=patient("7", active=True))
+    assert updated.status_code == 200 and updated.json()["id"] == id
+    assert updated.json()["meta"]["versionId"] == "2" and updated.json()["active"] is True
+    wrong_id = client.put(url, json=patient("7", id="someone-else"))
+    assert wrong_id.status_code == 400
+    stale = client.put(url, json=patient("7"), headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    client.post("/fhir/Patient", json=patient("7"))
+    assert client.put(url, json=patient("7")).status_code == 412  # now two match
+    assert client.put("/fhir/Patient", json=patient("8")).status_code == 400  # no criteria
+
+
+async def test_parallel_conditional_creates_make_exactly_one(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Issue 4: 20-50 parallel conditional creates with the same If-None-Exist make one."""
+    postgres: PostgresDatabase | None = (
+        request.getfixturevalue("postgres_database") if backend == "postgresql" else None
+    )
+    definitions = load_definitions()
+    async with open_backend(backend, tmp_path, postgres) as repo:  # type: ignore[arg-type]
+        service = FhirService(repo, definitions, Validator(definitions), SearchParser(definitions))
+        results = await asyncio.gather(
+            *(
+                service.conditional_create("Patient", patient("42"), "identifier=urn:mrn|42")
+                for _ in range(30)
+            )
+        )
+        ids = {stored.id for stored, _ in results}
+        assert len(ids) == 1
+        assert sum(created for _, created in results) == 1
+        query = SearchParser(definitions).parse("Patient", [("identifier", "urn:mrn|42")])
+        assert len((await repo.search(query)).matches) == 1
