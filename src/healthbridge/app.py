@@ -72,6 +72,7 @@ def _fhir_router(
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
         public_base_url=settings.public_base_url,
+        conditional_delete_multiple=settings.conditional_delete_multiple,
     )
     search = SearchParser(
         definitions,

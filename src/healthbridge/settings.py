@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     db_pool_size: int = Field(default=10, ge=1)
+    conditional_delete_multiple: bool = Field(
+        default=False,
+        description="DELETE [type]?criteria deletes every match (up to 100) instead of "
+        "answering 412 when several match",
+    )
     search_refresh_seconds: float = Field(
         default=2.0,
         gt=0,

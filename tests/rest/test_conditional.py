@@ -14,6 +14,7 @@ from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.validation import Validator
 from healthbridge.rest.service import FhirService
+from tests.rest.conftest import make_client
 from tests.support.databases import PostgresDatabase, open_backend
 
 
@@ -83,3 +84,32 @@ async def test_parallel_conditional_creates_make_exactly_one(
         assert sum(created for _, created in results) == 1
         query = SearchParser(definitions).parse("Patient", [("identifier", "urn:mrn|42")])
         assert len((await repo.search(query)).matches) == 1
+
+
+def test_conditional_delete_one_none_or_refuses_several(client: TestClient) -> None:
+    """http.html#cdelete: one match is deleted, none is fine, several are 412 by default."""
+    first = client.post("/fhir/Patient", json=patient("5")).json()["id"]
+    assert client.delete("/fhir/Patient?identifier=urn:mrn|5").status_code == 204
+    assert client.get(f"/fhir/Patient/{first}").status_code == 410
+    assert client.delete("/fhir/Patient?identifier=urn:mrn|5").status_code == 204  # none left
+    client.post("/fhir/Patient", json=patient("6"))
+    client.post("/fhir/Patient", json=patient("6"))
+    assert client.delete("/fhir/Patient?identifier=urn:mrn|6").status_code == 412
+    assert client.get("/fhir/Patient?identifier=urn:mrn|6").json()["total"] == 2
+    assert client.delete("/fhir/Patient?colour=red").status_code == 400
+    assert client.delete("/fhir/Patient").status_code == 400
+
+
+def test_conditional_delete_of_several_when_configured(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    postgres: PostgresDatabase | None = (
+        request.getfixturevalue("postgres_database") if backend == "postgresql" else None
+    )
+    with make_client(backend, tmp_path, postgres, conditional_delete_multiple=True) as client:
+        for _ in range(3):
+            client.post("/fhir/Patient", json=patient("9"))
+        assert client.delete("/fhir/Patient?identifier=urn:mrn|9").status_code == 204
+        assert client.get("/fhir/Patient?identifier=urn:mrn|9").json()["total"] == 0
+        metadata = client.get("/fhir/metadata").json()
+        assert metadata["rest"][0]["resource"][0]["conditionalDelete"] == "multiple"

@@ -122,7 +122,7 @@ _LIST_PARAM = {
 
 
 def _resource_entry(
-    resource_type: str, operations: OperationRegistry, search: dict[str, Any]
+    resource_type: str, operations: OperationRegistry, search: dict[str, Any], multiple: bool
 ) -> dict[str, Any]:
     codes = sorted({i.code for i in TABLE.values() if i.level != "system"})
     entry: dict[str, Any] = {
@@ -135,7 +135,7 @@ def _resource_entry(
         "conditionalCreate": True,
         "conditionalUpdate": True,
         "conditionalRead": "full-support",
-        "conditionalDelete": "not-supported",
+        "conditionalDelete": "multiple" if multiple else "single",
         **search,
     }
     ops = [
@@ -183,7 +183,12 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
         "mode": "server",
         "documentation": "HealthBridge FHIR R4 REST API",
         "resource": [
-            _resource_entry(t, operations, _search_entry(definitions, t, revincludes[t]))
+            _resource_entry(
+                t,
+                operations,
+                _search_entry(definitions, t, revincludes[t]),
+                ctx.limits.conditional_delete_multiple,
+            )
             for t in types
         ],
         "interaction": [

@@ -30,6 +30,7 @@ class HttpLimits:
     default_page_size: int
     max_page_size: int
     public_base_url: str | None
+    conditional_delete_multiple: bool = False
 
 
 def base_url(request: Request, limits: HttpLimits) -> str:

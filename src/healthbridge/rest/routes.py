@@ -21,6 +21,7 @@ from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
 from healthbridge.rest.interactions import (
+    conditional_delete,
     conditional_update,
     create,
     delete,
@@ -62,6 +63,7 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("type-history", "GET"): Interaction("history-type", "type", history.handle),
     ("type", "POST"): Interaction("create", "type", create.handle),
     ("type", "PUT"): Interaction("update", "type", conditional_update.handle),
+    ("type", "DELETE"): Interaction("delete", "type", conditional_delete.handle),
     ("system-history", "GET"): Interaction("history-system", "system", history.handle),
     ("type", "GET"): Interaction("search-type", "type", search.handle),
     ("type-search", "POST"): Interaction("search-type", "type", search.handle),

@@ -39,6 +39,7 @@ from healthbridge.store.repository import (
     Transaction,
 )
 
+MAX_CONDITIONAL_DELETES = 100
 LOCK_STRIPES = 64
 CONDITIONAL_AT_ONCE = 4
 """Conditional operations in flight per process. Each holds a unit of work (a connection) and
@@ -204,6 +205,25 @@ class FhirService:
                     expression=f"{resource_type}.id",
                 )
             return await tx.update(resource_type, target, resource | {"id": target}, if_match)
+
+    async def conditional_delete(
+        self, resource_type: str, criteria: str, *, multiple: bool
+    ) -> list[StoredResource]:
+        """``DELETE [type]?criteria`` (http.html#cdelete): nothing to delete is fine, one match
+        is deleted; several are 412 unless ``multiple`` (a setting), then all are deleted, up to
+        :data:`MAX_CONDITIONAL_DELETES`, in one unit of work."""
+        self.check_type(resource_type)
+        query, name = self.criteria(resource_type, criteria, "A conditional delete")
+        limit = MAX_CONDITIONAL_DELETES if multiple else 1
+        async with self._turn(name) as tx:
+            page = await self.repository.search(replace(query, count=limit + 1))
+            if len(page.matches) > limit:
+                raise PreconditionFailed(
+                    f"The criteria {criteria} match more than {limit} resource(s)"
+                    + ("" if multiple else "; this server deletes one at a time")
+                )
+            deleted = [await tx.delete(resource_type, found.id) for found in page.matches]
+        return [d for d in deleted if d is not None]
 
     async def patch(
         self, resource_type: str, id: str, patch: Any, if_match: int | None
