@@ -151,3 +151,13 @@ def write_response(
         body = jsonformat.dumps(information(text))
         return json_response(body, request, status, headers)
     return json_response(stored.content, request, status, headers)
+
+
+def conditional_criteria(request: Request, resource_type: str, verb: str) -> str:
+    """The search criteria of a conditional ``PUT``/``DELETE [type]?...`` (400 without any)."""
+    criteria: str = request.scope["query_string"].decode("latin-1")
+    if not criteria:
+        raise InvalidRequest(
+            f"{verb} needs an id ({resource_type}/[id]) or search criteria ({resource_type}?...)"
+        )
+    return criteria

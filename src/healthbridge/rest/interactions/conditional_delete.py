@@ -11,18 +11,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.rest.context import RestContext
+from healthbridge.rest.http import conditional_criteria
 
 
 async def handle(ctx: RestContext, request: Request) -> Response:
     resource_type = request.path_params["type"]
     ctx.service.check_type(resource_type)
-    criteria = request.scope["query_string"].decode("latin-1")
-    if not criteria:
-        raise InvalidRequest(
-            f"DELETE needs an id ({resource_type}/[id]) or search criteria ({resource_type}?...)"
-        )
+    criteria = conditional_criteria(request, resource_type, "DELETE")
     await ctx.service.conditional_delete(
         resource_type, criteria, multiple=ctx.limits.conditional_delete_multiple
     )

@@ -11,20 +11,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.rest import negotiation
 from healthbridge.rest.context import RestContext
-from healthbridge.rest.http import read_resource, write_response
+from healthbridge.rest.http import conditional_criteria, read_resource, write_response
 
 
 async def handle(ctx: RestContext, request: Request) -> Response:
     resource_type = request.path_params["type"]
     ctx.service.check_type(resource_type)
-    criteria = request.scope["query_string"].decode("latin-1")
-    if not criteria:
-        raise InvalidRequest(
-            f"PUT needs an id ({resource_type}/[id]) or search criteria ({resource_type}?...)"
-        )
+    criteria = conditional_criteria(request, resource_type, "PUT")
     header = request.headers.get("if-match")
     if_match = negotiation.parse_etag(header, "If-Match") if header is not None else None
     body = await read_resource(request, ctx.limits)
