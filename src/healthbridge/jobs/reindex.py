@@ -121,7 +121,6 @@ class ReindexRunner:
                 return
             if done.next_after is None:
                 await self._jobs.finish_job(job.id, self.owner, "done")
-                await self._registry.refresh(self._jobs)  # searchable here before "done" shows
                 return
 
     async def close(self) -> None:

@@ -55,15 +55,17 @@ class SearchRegistry:
         self._search_listeners: list[Listener] = []
 
     def on_index_change(self, listener: Listener) -> None:
-        """Call ``listener(index_definitions)`` now and whenever they change (the repository
-        re-creates its indexer)."""
+        """Call ``listener(index_definitions)`` whenever they change, and now when they are
+        not the core ones (which every listener starts from): the repository's indexer."""
         self._index_listeners.append(listener)
-        listener(self.index_definitions)
+        if self.index_definitions is not self.core:
+            listener(self.index_definitions)
 
     def on_search_change(self, listener: Listener) -> None:
-        """Call ``listener(search_definitions)`` now and whenever they change (the parser)."""
+        """The same for ``search_definitions``: the parser, the CapabilityStatement."""
         self._search_listeners.append(listener)
-        listener(self.search_definitions)
+        if self.search_definitions is not self.core:
+            listener(self.search_definitions)
 
     def apply(self, indexing: Job | None, searchable: Job | None) -> bool:
         """Take the parameters of these jobs (see the module docstring); True if they changed."""

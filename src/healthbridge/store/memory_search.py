@@ -41,7 +41,7 @@ from healthbridge.fhir.search.query import (
     SearchQuery,
     StringQuery,
 )
-from healthbridge.fhir.search.text import content_text, narrative_text, query_words, text_matches
+from healthbridge.fhir.search.text import TEXT_PARAMS, TextField, query_words, text_matches, texts
 from healthbridge.store.keys import resource_key
 from healthbridge.store.memory_search_order import SortOrder
 from healthbridge.store.repository import MAX_INCLUDED, SearchPage, StoredResource
@@ -53,7 +53,6 @@ INCLUDE_DEPTH = 4
 """How far ``:iterate`` follows references: an included resource is at most this many
 include steps away from a match."""
 TERMINOLOGY_MODIFIERS = frozenset({"above", "below", "in", "not-in"})
-TEXT_PARAMS = frozenset({"_text", "_content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ class Indexed:
     stored: StoredResource
     rkey: int
     rows: Mapping[str, list[IndexValue]]
-    texts: Mapping[str, str]  # the indexed words of ``_text`` and ``_content``
+    texts: Mapping[TextField, str]  # the indexed words of the narrative and of the whole content
 
     @property
     def key(self) -> Key:
@@ -86,8 +85,8 @@ class IndexCache:
         if found is None or found.stored is not stored:
             resource = jsonformat.loads(stored.content)
             rows = dict(rows_by_param(self._indexer.index_rows(resource)))
-            texts = {"_text": narrative_text(resource), "_content": content_text(resource)}
-            found = Indexed(stored, resource_key(*key), rows, texts)
+            words = texts(resource)
+            found = Indexed(stored, resource_key(*key), rows, words)
             self._entries[key] = found
         return found
 
@@ -251,7 +250,7 @@ class MemorySearch:
                 raise InvalidRequest(
                     f"{clause.name}: {exc}", code="value", expression=clause.name
                 ) from None
-        return lambda r: any(text_matches(w, r.texts[clause.param]) for w in wanted)
+        return lambda r: any(text_matches(w, r.texts[TEXT_PARAMS[clause.param]]) for w in wanted)
 
     def _final_matches(self, clause: Clause) -> list[Indexed]:
         """Live resources of the clause's last type matching its parameter and values."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from healthbridge.fhir.search.strings import normalize
 from healthbridge.fhir.types import Resource
@@ -23,6 +23,14 @@ from healthbridge.fhir.types import Resource
 MAX_TEXT_CHARS = 65_536
 """Text indexed per resource and column; longer narratives are indexed up to this length."""
 MAX_QUERY_WORDS = 32
+
+TextField = Literal["narrative", "content"]
+TEXT_PARAMS: dict[str, TextField] = {"_text": "narrative", "_content": "content"}
+"""The full-text parameters (they have no expression) and the text each one searches."""
+DESCRIPTIONS = {
+    "_text": "the words of the narrative (text.div); a value matches when each of its words occurs",
+    "_content": "the words of every string in the resource; a value matches when each occurs",
+}
 
 _WORD = re.compile(r"[^\W_]+")
 _TAG = re.compile(r"<[^>]*>")
@@ -63,6 +71,12 @@ def content_text(resource: Resource, narrative: str | None = None) -> str:
     its words when already known)."""
     parts = [narrative_text(resource) if narrative is None else narrative, *_strings(resource)]
     return _indexed(" ".join(parts))
+
+
+def texts(resource: Resource) -> dict[TextField, str]:
+    """The indexed words of the resource: its narrative, and its whole content."""
+    narrative = narrative_text(resource)
+    return {"narrative": narrative, "content": content_text(resource, narrative)}
 
 
 def query_words(value: str) -> list[str]:

@@ -29,6 +29,7 @@ from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import InvalidRequest, Issue, NotFound, UnsupportedMediaType
 from healthbridge.fhir.outcome import operation_outcome
 from healthbridge.fhir.search.query import Clause, SearchQuery
+from healthbridge.fhir.search.text import DESCRIPTIONS
 from healthbridge.fhir.summary import select_elements, summarize
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.http import base_url, json_response, read_body
@@ -40,10 +41,7 @@ MAX_FORM_FIELDS = 2000
 _LINK_SAFE = ":/|,$*"  # kept readable in links; they mean the same encoded or not
 
 Params = list[tuple[str, str]]
-FULL_TEXT = {
-    "_text": "the words of the narrative (text.div); a value matches when each of its words occurs",
-    "_content": "the words of every string in the resource; a value matches when each occurs",
-}
+FULL_TEXT = DESCRIPTIONS
 """Parameters without an expression that the server evaluates (search.html#text)."""
 
 

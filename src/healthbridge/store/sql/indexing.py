@@ -36,7 +36,7 @@ from healthbridge.fhir.search import (
     UriValue,
 )
 from healthbridge.fhir.search.strings import normalize
-from healthbridge.fhir.search.text import content_text, narrative_text
+from healthbridge.fhir.search.text import texts
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.ucum import UCUM, canonical
 from healthbridge.store.keys import param_key, resource_key
@@ -214,5 +214,5 @@ class IndexRows:
         if resource.get("resourceType") != resource_type:
             resource = {**resource, "resourceType": resource_type}
         tables = table_rows(resource_type, id, self.indexer.index_rows(resource))
-        narrative = narrative_text(resource)
-        return VersionIndex(tables, (narrative, content_text(resource, narrative)))
+        words = texts(resource)
+        return VersionIndex(tables, (words["narrative"], words["content"]))

@@ -16,7 +16,7 @@ tables. :func:`text_condition` is the search predicate: every word of the value,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -40,9 +40,10 @@ from sqlalchemy.sql.dml import Delete
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import CTE
 
+from healthbridge.fhir.search.text import TextField
 from healthbridge.store.sql.dialects import Dialect
 
-Field = Literal["narrative", "content"]
+Field = TextField
 TABLE = "search_text"
 
 SQLITE_DDL = (

@@ -13,6 +13,7 @@ from sqlalchemy import Table, true
 
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search.query import Clause, MissingQuery
+from healthbridge.fhir.search.text import TEXT_PARAMS
 from healthbridge.store.sql.search.chain import linked
 from healthbridge.store.sql.search.composite import composite_condition
 from healthbridge.store.sql.search.conditions import (
@@ -31,7 +32,7 @@ from healthbridge.store.sql.search.reference import reference_condition
 from healthbridge.store.sql.search.resource_columns import COLUMN_PARAMS, column_condition
 from healthbridge.store.sql.search.scope import Scope
 from healthbridge.store.sql.search.string import string_condition
-from healthbridge.store.sql.search.text import TEXT_PARAMS, text_search
+from healthbridge.store.sql.search.text import text_search
 from healthbridge.store.sql.search.token import token_condition
 from healthbridge.store.sql.search.uri import uri_condition
 from healthbridge.store.sql.tables import (

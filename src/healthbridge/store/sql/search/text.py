@@ -13,12 +13,10 @@ from sqlalchemy import false, or_
 
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search.query import Clause, StringQuery
-from healthbridge.fhir.search.text import query_words
+from healthbridge.fhir.search.text import TEXT_PARAMS, query_words
 from healthbridge.store.sql.search.conditions import RANK_RANGE, Candidate, Condition
 from healthbridge.store.sql.search.scope import Bool, Scope
 from healthbridge.store.sql.text_index import Field, text_condition
-
-TEXT_PARAMS: dict[str, Field] = {"_text": "narrative", "_content": "content"}
 
 
 @dataclass(frozen=True)
