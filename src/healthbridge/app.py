@@ -29,6 +29,7 @@ from healthbridge.infra.logging import configure_logging, get_logger
 from healthbridge.infra.observability import Metrics, ObservabilityMiddleware
 from healthbridge.jobs.reindex import ReindexRunner
 from healthbridge.jobs.search_registry import SearchRegistry
+from healthbridge.rest.bundle import BundleLimits, BundleProcessor
 from healthbridge.rest.capabilities import Capabilities
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response, internal_error_response, outcome_response
@@ -89,6 +90,7 @@ def _fhir_router(
         software_version=__version__,
         search=search,
         refresh_search=lambda: registry.refresh(repository.jobs),
+        bundles=BundleProcessor(service, BundleLimits(max_entries=settings.max_bundle_entries)),
     )
     operations = _operations(runner)
     capabilities = Capabilities(ctx, operations)

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_string_chars: int = Field(default=1024 * 1024, ge=1)
+    max_bundle_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most entries in one transaction or batch Bundle (checked before any runs)",
+    )
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
     log_level: str = "info"

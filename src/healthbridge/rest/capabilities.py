@@ -149,6 +149,14 @@ def _resource_entry(
     return entry
 
 
+def _system_interactions() -> list[str]:
+    """The system-level codes; ``POST [base]`` serves both transaction and batch."""
+    codes = list(dict.fromkeys(i.code for i in TABLE.values() if i.level == "system"))
+    if "transaction" in codes:
+        codes.insert(codes.index("transaction") + 1, "batch")
+    return codes
+
+
 def _system_search(definitions: Definitions) -> dict[str, Any]:
     params = definitions.search_parameters("Resource")
     found = [
@@ -191,10 +199,7 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
             )
             for t in types
         ],
-        "interaction": [
-            {"code": code}
-            for code in dict.fromkeys(i.code for i in TABLE.values() if i.level == "system")
-        ],
+        "interaction": [{"code": code} for code in _system_interactions()],
         **_system_search(definitions),
     }
     if system_ops:
@@ -208,6 +213,7 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
         "software": {"name": "HealthBridge", "version": ctx.software_version},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [rest],
     }
 

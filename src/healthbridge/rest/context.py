@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.rest.bundle import BundleProcessor
 from healthbridge.rest.http import HttpLimits
 from healthbridge.rest.service import FhirService
 
@@ -19,3 +20,5 @@ class RestContext:
     refresh_search: Callable[[], Awaitable[bool]] | None = None
     """Bring the search parameters up to date (custom ones from another process); True when
     they changed. Called when a search names a parameter the parser does not know."""
+    bundles: BundleProcessor | None = None
+    """Runs transaction and batch Bundles (``POST [base]``)."""

@@ -21,6 +21,7 @@ from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
 from healthbridge.rest.interactions import (
+    bundle,
     conditional_delete,
     conditional_update,
     create,
@@ -70,6 +71,7 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("compartment", "GET"): Interaction("search-type", "compartment", search.handle),
     ("compartment-search", "POST"): Interaction("search-type", "compartment", search.handle),
     ("system", "GET"): Interaction("search-system", "system", search.handle),
+    ("system", "POST"): Interaction("transaction", "system", bundle.handle),
     ("system-search", "POST"): Interaction("search-system", "system", search.handle),
 }
 
@@ -92,6 +94,8 @@ class Router:
         self.ctx = ctx
         self.operations = operations
         self.capabilities = capabilities
+        if ctx.bundles is not None:  # bundle entries are answered as requests of their own
+            ctx.bundles.dispatch = self.handle
 
     async def _dispatch(self, shape: str, request: Request) -> Response:
         _negotiate(request)

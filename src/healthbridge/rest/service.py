@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,6 +26,7 @@ from healthbridge.fhir.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from healthbridge.fhir.patch.fhirpath_patch import apply_fhirpath_patch
 from healthbridge.fhir.patch.json_patch import apply_json_patch
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import SearchQuery
@@ -159,9 +160,22 @@ class FhirService:
     @asynccontextmanager
     async def _turn(self, name: str) -> AsyncIterator[Transaction]:
         """A unit of work holding the lock ``name`` (in this process, then in the database)."""
-        stripe = self._stripes[hash(name) % LOCK_STRIPES]
-        async with stripe, self._conditional, self.repository.transaction() as tx:
-            await tx.lock(name)
+        async with self.locked([name]) as tx:
+            yield tx
+
+    @asynccontextmanager
+    async def locked(self, names: Sequence[str]) -> AsyncIterator[Transaction]:
+        """A unit of work holding every lock in ``names``, taken in one global order (their
+        stripes in this process, then the names in the database) so that two units wanting
+        overlapping sets never wait for each other in a circle."""
+        stripes = sorted({hash(name) % LOCK_STRIPES for name in names})
+        async with AsyncExitStack() as stack:
+            for stripe in stripes:
+                await stack.enter_async_context(self._stripes[stripe])
+            await stack.enter_async_context(self._conditional)
+            tx = await stack.enter_async_context(self.repository.transaction())
+            for name in sorted(set(names)):
+                await tx.lock(name)
             yield tx
 
     async def conditional_create(
@@ -228,11 +242,12 @@ class FhirService:
     async def patch(
         self, resource_type: str, id: str, patch: Any, if_match: int | None
     ) -> StoredResource:
-        """https://hl7.org/fhir/R4/http.html#patch (JSON Patch): the current version patched,
-        checked as an update is, and stored as the next version. Without ``If-Match`` the patch
-        applies to whatever version is current when it is stored: when another writer gets in
-        between, it is applied again to the newer version (up to :data:`PATCH_ATTEMPTS`
-        times, with a jittered pause)."""
+        """https://hl7.org/fhir/R4/http.html#patch: the current version patched (a JSON Patch
+        list or a FHIRPath Patch Parameters resource, see :meth:`apply_patch`), checked as an
+        update is, and stored as the next version. Without ``If-Match`` the patch applies to
+        whatever version is current when it is stored: when another writer gets in between, it
+        is applied again to the newer version (up to :data:`PATCH_ATTEMPTS` times, with a
+        jittered pause)."""
         self.check_type(resource_type)
         self.check_id(id)
         for attempt in range(PATCH_ATTEMPTS):
@@ -244,8 +259,7 @@ class FhirService:
                     f"If-Match version {if_match} does not match the current version "
                     f"{current.version_id} of {resource_type}/{id}"
                 )
-            patched = apply_json_patch(jsonformat.loads(current.content), patch)
-            resource = self._patched(resource_type, id, patched)
+            resource = self.apply_patch(resource_type, id, jsonformat.loads(current.content), patch)
             try:
                 stored, _ = await self.repository.update(
                     resource_type, id, resource, current.version_id
@@ -256,6 +270,19 @@ class FhirService:
                 continue  # changed since we read it: patch the newer version
             return stored
         raise Conflict(f"{resource_type}/{id} is being changed concurrently; retry the PATCH")
+
+    def apply_patch(self, resource_type: str, id: str, current: Resource, patch: Any) -> Resource:
+        """``current`` patched and checked as an update is (the same type and id, valid).
+
+        ``patch`` is a FHIRPath Patch (a ``Parameters`` resource,
+        https://hl7.org/fhir/R4/fhirpatch.html) or a JSON Patch (a list of operations, RFC 6902);
+        ``current`` is left as it was. A malformed patch is 400, one that does not apply or
+        whose result is not a valid resource 422."""
+        if isinstance(patch, dict) and "resourceType" in patch:
+            patched = apply_fhirpath_patch(current, patch, self.definitions)
+        else:
+            patched = apply_json_patch(current, patch)
+        return self._patched(resource_type, id, patched)
 
     def _patched(self, resource_type: str, id: str, patched: Resource) -> Resource:
         if patched.get("resourceType") != resource_type or patched.get("id") != id:

@@ -8,10 +8,11 @@ them more cheaply itself (:mod:`healthbridge.store.sql.repository`) with the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 from healthbridge.fhir.types import Resource
-from healthbridge.store.repository import StoredResource, Transaction
+from healthbridge.store.repository import Applied, Change, StoredResource, Transaction
 
 
 class AutocommitWrites:
@@ -35,3 +36,7 @@ class AutocommitWrites:
     ) -> StoredResource | None:
         async with self.transaction() as tx:
             return await tx.delete(resource_type, id, if_match)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        async with self.transaction() as tx:
+            return await tx.apply(changes)

@@ -24,12 +24,14 @@ encoded bytes once. Reads return those exact bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
 from healthbridge.fhir.definitions import Definitions
+from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.store.jobs import JobStore
@@ -116,6 +118,38 @@ class SearchPage:
     included_truncated: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One write of an atomic group (:meth:`Transaction.apply`): ``create`` stores version 1
+    under ``id`` (Conflict if it exists), ``update`` the next version (create-on-update),
+    ``delete`` a delete version; ``if_match`` as in the single calls."""
+
+    method: Method
+    resource_type: str
+    id: str
+    resource: Resource | None = None
+    if_match: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one :class:`Change` did: the version written (None for a delete of nothing) and
+    whether it created the resource."""
+
+    stored: StoredResource | None
+    created: bool
+
+
+class ChangeFailed(Exception):
+    """Change number ``index`` of :meth:`Transaction.apply` failed with ``error``; the group
+    wrote nothing."""
+
+    def __init__(self, index: int, error: FhirError) -> None:
+        super().__init__(f"change {index}: {error}")
+        self.index = index
+        self.error = error
+
+
 class Transaction(Protocol):
     """A unit of work: every call inside it commits together or not at all. Reads see its writes."""
 
@@ -147,6 +181,12 @@ class Transaction(Protocol):
         self, resource_type: str, id: str, if_match: int | None = None
     ) -> StoredResource | None:
         """Record a delete version; None when there was nothing live to delete."""
+        ...
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        """``changes`` in order (a FHIR transaction's writes), as cheaply as the backend can;
+        the first that fails raises :class:`ChangeFailed` and the unit of work must not
+        commit."""
         ...
 
 
@@ -197,6 +237,12 @@ class Repository(Protocol):
     async def delete(
         self, resource_type: str, id: str, if_match: int | None = None
     ) -> StoredResource | None: ...
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        """``changes`` in order as one atomic unit of work of their own (a FHIR transaction
+        with nothing to search or lock first): all are committed and durable when this returns,
+        or :class:`ChangeFailed` names the first that failed and nothing was written."""
+        ...
 
     async def ping(self) -> None:
         """Raise Unavailable when the database cannot answer (readiness probe)."""

@@ -17,14 +17,22 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from healthbridge.fhir.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed
+from healthbridge.fhir.errors import (
+    Conflict,
+    FhirError,
+    Gone,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+)
 from healthbridge.fhir.meta import stamped_bytes
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, next_instant
-from healthbridge.store.repository import Method, StoredResource
+from healthbridge.store.repository import Applied, Change, ChangeFailed, Method, StoredResource
 
 # https://hl7.org/fhir/R4/datatypes.html#id and the resource type names of R4.
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -191,6 +199,32 @@ class VersionWriter(ABC):
             if await self._insert_next(stored, None):
                 return stored
         raise _contended(resource_type, id)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        """The changes one after the other; the first failure is :class:`ChangeFailed`."""
+        applied: list[Applied] = []
+        for index, change in enumerate(changes):
+            try:
+                applied.append(await self._apply_one(change))
+            except FhirError as exc:
+                raise ChangeFailed(index, exc) from exc
+        return applied
+
+    async def _apply_one(self, change: Change) -> Applied:
+        if change.method == "delete":
+            return Applied(
+                await self.delete(change.resource_type, change.id, change.if_match), False
+            )
+        if change.resource is None:
+            raise InvalidRequest(f"A {change.method} needs a resource")
+        if change.method == "create":
+            return Applied(
+                await self.create(change.resource_type, change.resource, change.id), True
+            )
+        stored, created = await self.update(
+            change.resource_type, change.id, change.resource, change.if_match
+        )
+        return Applied(stored, created)
 
 
 def _contended(resource_type: str, id: str) -> Contended:

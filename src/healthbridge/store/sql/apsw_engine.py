@@ -122,6 +122,9 @@ class _DirectSession(_Statements):
     async def _run(self, call: Callable[..., T], *args: object) -> T:
         return call(self._connection, *args)
 
+    async def run_direct(self, work: Work[T]) -> T:
+        return await work(self)
+
 
 def _drive(work: Work[T], connection: apsw.Connection) -> T:
     """Run ``work`` to completion on this thread: over a direct session it never suspends."""
@@ -143,6 +146,9 @@ class _UnitSession(_Statements):
 
     async def _run(self, call: Callable[..., T], *args: object) -> T:
         return await self._unit.run(lambda connection: call(connection, *args))
+
+    async def run_direct(self, work: Work[T]) -> T:
+        return await self._unit.run(partial(_drive, work))
 
 
 def too_costly(timeout_s: float) -> TooCostly:
@@ -260,6 +266,10 @@ class ApswEngine:
         """``work`` as one change of the writer's next batch (group commit)."""
         self._check_open()
         return await self._writer.submit(partial(_drive, work))
+
+    async def write_all(self, work: Work[T]) -> T:
+        """Atomic already: a change of a group commit runs in a savepoint of its own."""
+        return await self.write_one(work)
 
     async def on_writer(self, call: Callable[[apsw.Connection], T]) -> T:
         """Run ``call(writer_connection)`` on the writer thread, outside any transaction."""

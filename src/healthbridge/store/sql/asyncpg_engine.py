@@ -74,6 +74,9 @@ class _Connection:
             else:
                 await self.call("execute", statement, args)
 
+    async def run_direct(self, work: Work[T]) -> T:
+        return await work(self)
+
     async def call_many(self, statement: Statement, rows: Args) -> None:
         try:
             await self._connection.executemany(statement.sql, rows)
@@ -139,7 +142,7 @@ class AsyncpgEngine:
         try:
             pool = await create_pool(db.dsn, pool_size, CONNECT_TIMEOUT_S)
         except Exception as exc:
-            raise map_driver_error(exc, str(db)) or exc from exc
+            raise map_driver_error(exc, str(db), connecting=True) or exc from exc
         return cls(db, pool)
 
     @property
@@ -164,6 +167,11 @@ class AsyncpgEngine:
         return await self._connections.run(
             lambda connection: work(_Connection(connection, self._where))
         )
+
+    async def write_all(self, work: Work[T]) -> T:
+        """``work`` in one database transaction on one connection."""
+        async with self.unit_of_work() as session:
+            return await work(session)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Reader]:

@@ -12,7 +12,10 @@ locks or prepared statements of its own beyond asyncpg's per-connection statemen
 connection that finished its statements cleanly is as good as a fresh one.
 
 Connection trouble of any kind maps to ``Unavailable`` (https://hl7.org/fhir/R4/http.html: 503,
-nothing written) through :func:`map_driver_error`.
+nothing written) through :func:`map_driver_error`: so does any refusal while connecting (a
+database not accepting connections, ...) and a statement left unanswered for
+:data:`COMMAND_TIMEOUT_S` (a network that drops packets resets and refuses nothing, and would
+otherwise hold the request forever); such a connection is closed, never reused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from healthbridge.store.sql.dialects import POSTGRESQL
 
 T = TypeVar("T")
 ACQUIRE_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 30.0
+"""Longest wait for the answer to one statement (asyncpg's ``command_timeout``); searches stop
+sooner by their own ``statement_timeout``."""
 
 
 def lost(connection: Any) -> bool:
@@ -38,17 +44,26 @@ def lost(connection: Any) -> bool:
         return True
 
 
-def map_driver_error(exc: Exception, where: str, connection: Any = None) -> FhirError | None:
+def map_driver_error(
+    exc: Exception, where: str, connection: Any = None, *, connecting: bool = False
+) -> FhirError | None:
     """The FHIR error for a driver exception, or None to let it propagate as it is.
 
     A connection the server dropped can fail with odd client-side errors (asyncpg's
     InternalClientError, or "released back to the pool") before it knows it is closed; those
-    count as connection loss too.
+    count as connection loss too. So does any server error while ``connecting`` (such as
+    "database is not currently accepting connections").
     """
     mapped = POSTGRESQL.map_error(exc, where)
+    if mapped is None and connecting and isinstance(exc, asyncpg.PostgresError):
+        mapped = POSTGRESQL.map_error(ConnectionError(f"cannot connect: {exc}"), where)
     if mapped is None and connection is not None and lost(connection):
         mapped = POSTGRESQL.map_error(ConnectionError(f"connection lost: {exc}"), where)
     return mapped
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)
 
 
 async def _keep_session(connection: Any) -> None:
@@ -62,6 +77,7 @@ async def create_pool(dsn: str, size: int, connect_timeout_s: float) -> Any:
         min_size=1,
         max_size=size,
         timeout=connect_timeout_s,
+        command_timeout=COMMAND_TIMEOUT_S,
         reset=_keep_session,
         server_settings={"application_name": "healthbridge"},
     )
@@ -87,7 +103,7 @@ class Connections:
         try:
             return await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         except Exception as exc:
-            raise map_driver_error(exc, self._where) or exc from exc
+            raise map_driver_error(exc, self._where, connecting=True) or exc from exc
         finally:
             self._waiting -= 1
 
@@ -129,7 +145,10 @@ class Connections:
     async def _after(self, connection: Any, exc: BaseException) -> None:
         """A FHIR error (raised after a statement completed, or a mapped driver error) keeps the
         connection if it is clean; any other exception (a cancelled query, an unexpected driver
-        error) gives it back to the pool, which waits for it or replaces it."""
+        error) gives it back to the pool, which waits for it or replaces it. A connection whose
+        statement timed out is closed first: its statement may still run."""
+        if _timed_out(exc):
+            connection.terminate()
         if isinstance(exc, FhirError):
             await self.checkin(connection)
         else:

@@ -43,6 +43,11 @@ class Session(Reader, Protocol):
         """Run ``first``; only if it returned a row, run ``then``. True when it did."""
         ...
 
+    async def run_direct(self, work: Work[T]) -> T:
+        """``work`` over this session's connection in one go (SQLite: one hop to the writer
+        thread, where it must await nothing but its session)."""
+        ...
+
 
 Work = Callable[[Session], Coroutine[Any, Any, T]]
 """One single change over a session. It must be correct without locks held between its
@@ -74,6 +79,12 @@ class Engine(Reader, Protocol):
         when the database failed to commit), save when the connection was lost while the server
         committed. Errors ``work`` raises reach only this caller.
         """
+        ...
+
+    async def write_all(self, work: Work[T]) -> T:
+        """Run ``work`` as one atomic database transaction and make it durable before
+        returning (SQLite: group-committed like :meth:`write_one`; PostgreSQL: a unit of
+        work). When this raises, nothing ``work`` wrote was committed."""
         ...
 
     async def schema_revision(self) -> str | None:

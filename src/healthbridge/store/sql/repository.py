@@ -14,7 +14,7 @@ locking unit of work, which always makes progress.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,6 +24,8 @@ from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros
 from healthbridge.store.repository import (
+    Applied,
+    Change,
     HistoryPage,
     HistoryQuery,
     OutboxEvent,
@@ -38,9 +40,10 @@ from healthbridge.store.sql.jobs import SqlJobs
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
-from healthbridge.store.sql.transaction import Prepared, SqlTransaction, to_stored
+from healthbridge.store.sql.transaction import Prepared, SqlTransaction, prepare, to_stored
 from healthbridge.store.versioning import (
     Contended,
+    VersionWriter,
     is_valid_key,
     new_id,
     not_found,
@@ -48,7 +51,7 @@ from healthbridge.store.versioning import (
 )
 
 T = TypeVar("T")
-Change = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
+OneChange = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
 def _event(row: Row) -> OutboxEvent:
@@ -84,6 +87,18 @@ class SqlRepository:
         async with self._engine.unit_of_work() as session:
             yield SqlTransaction(session, self._sql, self._clock, self._index)
 
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        """One atomic group, its index extracted here before any lock is taken; on SQLite it
+        is one change of a group commit (one hop, shared fsync), on PostgreSQL a unit of
+        work."""
+        prepared = prepare(self._index, changes)
+
+        async def work(session: Session) -> list[Applied]:
+            tx = SqlTransaction(session, self._sql, self._clock, self._index, prepared=prepared)
+            return await VersionWriter.apply(tx, changes)
+
+        return await self._engine.write_all(work)
+
     def _prepared(self, resource_type: str, id: str, resource: Resource) -> Prepared | None:
         """The index of a version about to be written, extracted here, on the caller's thread:
         on SQLite the change itself runs on the writer thread while it holds the database's
@@ -114,11 +129,16 @@ class SqlRepository:
     ) -> StoredResource | None:
         return await self._write_one(lambda tx: tx.delete(resource_type, id, if_match))
 
-    async def _write_one(self, change: Change[T], prepared: Prepared | None = None) -> T:
+    async def _write_one(self, change: OneChange[T], prepared: Prepared | None = None) -> T:
         def lock_free(session: Session) -> Coroutine[Any, Any, T]:
             return change(
                 SqlTransaction(
-                    session, self._sql, self._clock, self._index, locking=False, prepared=prepared
+                    session,
+                    self._sql,
+                    self._clock,
+                    self._index,
+                    locking=False,
+                    prepared=() if prepared is None else (prepared,),
                 )
             )
 

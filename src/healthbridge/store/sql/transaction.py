@@ -13,10 +13,12 @@ only the version that was read; a writer that lost the race reads again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.keys import key, resource_key
-from healthbridge.store.repository import StoredResource
+from healthbridge.store.repository import Applied, Change, StoredResource
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.engine import Row, Session
 from healthbridge.store.sql.indexing import IndexRows, VersionIndex
@@ -25,6 +27,7 @@ from healthbridge.store.versioning import (
     ATTEMPTS,
     Current,
     VersionWriter,
+    is_valid_key,
     not_found,
     require_live,
 )
@@ -44,6 +47,16 @@ def to_stored(row: Row) -> StoredResource:
     )
 
 
+def prepare(index: IndexRows, changes: Sequence[Change]) -> list[Prepared]:
+    """The index of every version ``changes`` write, extracted now (before the database's
+    write lock is taken, where the caller can)."""
+    return [
+        (change.resource, index.rows(change.resource_type, change.id, change.resource))
+        for change in changes
+        if change.resource is not None and is_valid_key(change.resource_type, change.id)
+    ]
+
+
 class SqlTransaction(VersionWriter):
     def __init__(
         self,
@@ -53,13 +66,13 @@ class SqlTransaction(VersionWriter):
         index: IndexRows,
         *,
         locking: bool = True,
-        prepared: Prepared | None = None,
+        prepared: Sequence[Prepared] = (),
     ) -> None:
         super().__init__(clock, ATTEMPTS if locking else OPTIMISTIC_ATTEMPTS)
         self._session = session
         self._sql = sql
         self._index = index
-        self._prepared = prepared
+        self._prepared = {id(resource): (resource, rows) for resource, rows in prepared}
         self.locking = locking
         self._read_current = sql.lock_current if locking else sql.current
 
@@ -93,9 +106,29 @@ class SqlTransaction(VersionWriter):
         }
 
     def _rows(self, stored: StoredResource, resource: Resource | None) -> VersionIndex:
-        if resource is not None and self._prepared is not None and self._prepared[0] is resource:
-            return self._prepared[1]
+        if resource is not None:
+            found = self._prepared.get(id(resource))
+            if found is not None and found[0] is resource:
+                return found[1]
         return self._index.rows(stored.resource_type, stored.id, resource)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        """All ``changes`` in one call to the session (on SQLite: one hop to the writer thread
+        for the whole group instead of one per statement)."""
+        prepared = prepare(self._index, changes)
+
+        async def work(session: Session) -> list[Applied]:
+            inner = SqlTransaction(
+                session,
+                self._sql,
+                self._clock,
+                self._index,
+                locking=self.locking,
+                prepared=prepared,
+            )
+            return await VersionWriter.apply(inner, changes)
+
+        return await self._session.run_direct(work)
 
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
         rows = self._rows(stored, resource)
