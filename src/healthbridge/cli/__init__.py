@@ -1,4 +1,4 @@
-"""The ``healthbridge`` command: serve, migrate, demo, explain, version.
+"""The ``healthbridge`` command: serve, migrate, demo, import, explain, version.
 
 Every option also reads ``HEALTHBRIDGE_<OPTION>`` from the environment (via Settings). ``serve``
 migrates the database, optionally loads the demo data, prints the FHIR base URL and starts Granian
@@ -189,6 +189,50 @@ def demo(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     _migrate(settings)
     loaded, skipped = asyncio.run(_load_demo(settings))
     console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            exists=True,
+            metavar="PATH",
+            show_default=False,
+            help="Files or directories (searched recursively for *.json, *.ndjson, *.json.gz, "
+            "*.ndjson.gz): Bundles, single resources, NDJSON",
+        ),
+    ],
+    database: DbOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Units of work loading at once")
+    ] = 4,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="NDJSON lines (or resources) per unit")
+    ] = 500,
+    errors: Annotated[
+        Path, typer.Option(help="Failures, one JSON object per line (written when any)")
+    ] = Path("import-errors.jsonl"),
+    keep_ids: Annotated[
+        bool,
+        typer.Option(
+            "--keep-ids/--server-ids",
+            help="Store the POST entries of transaction and batch Bundles under their "
+            "resources' ids (as PUT); --server-ids: new ids, as POST asks",
+        ),
+    ] = True,
+) -> None:
+    """Bulk-load FHIR data: transaction, batch and collection Bundles, resources, NDJSON.
+
+    Exit code 0 when everything loaded, 1 when anything failed (see --errors), 2 on usage errors.
+    """
+    from healthbridge.cli.importer import ImportOptions, run_import
+
+    settings = _settings(database=database, data_dir=data_dir)
+    options = ImportOptions(paths, errors, workers, batch_size, keep_ids)
+    _migrate(settings)
+    raise typer.Exit(run_import(settings, options, console))
 
 
 async def _explain(settings: Settings, search: str) -> str:
