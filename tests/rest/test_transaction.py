@@ -315,3 +315,63 @@ def test_capability_statement_lists_transaction_and_batch(client: TestClient) ->
     rest = client.get("/fhir/metadata").json()["rest"][0]
     codes = [i["code"] for i in rest["interaction"]]
     assert "transaction" in codes and "batch" in codes
+
+
+def test_patch_entries_json_patch_and_fhirpath_patch(client: TestClient) -> None:
+    """http.html#patch in a transaction: a Binary holding a JSON Patch, or a FHIRPath Patch
+    Parameters; ifMatch applies; a patch that does not apply fails the transaction."""
+    import base64
+    import json
+
+    a = client.post("/fhir/Patient", json=patient("30")).json()["id"]
+    b = client.post("/fhir/Patient", json=patient("31")).json()["id"]
+    json_patch = [{"op": "add", "path": "/active", "value": True}]
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(json.dumps(json_patch).encode()).decode(),
+    }
+    fhirpath = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "add"},
+                    {"name": "path", "valueString": "Patient"},
+                    {"name": "name", "valueString": "gender"},
+                    {"name": "value", "valueCode": "female"},
+                ],
+            }
+        ],
+    }
+    bundle = tx(
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{a}"}},
+        {
+            "resource": fhirpath,
+            "request": {"method": "PATCH", "url": f"Patient/{b}", "ifMatch": 'W/"1"'},
+        },
+    )
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 200, response.text
+    assert [e["response"]["status"] for e in response.json()["entry"]] == ["200 OK"] * 2
+    assert client.get(f"/fhir/Patient/{a}").json()["active"] is True
+    assert client.get(f"/fhir/Patient/{b}").json()["gender"] == "female"
+
+    stale = tx(
+        {
+            "resource": fhirpath,
+            "request": {"method": "PATCH", "url": f"Patient/{b}", "ifMatch": 'W/"1"'},
+        }
+    )
+    assert client.post("/fhir", json=stale).status_code == 412
+    failing_test = [{"op": "test", "path": "/active", "value": False}]
+    binary["data"] = base64.b64encode(json.dumps(failing_test).encode()).decode()
+    both = tx(
+        post(patient("32")),
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{a}"}},
+    )
+    refused = client.post("/fhir", json=both)
+    assert refused.status_code == 422
+    assert "Bundle.entry[1]" in refused.json()["issue"][0]["diagnostics"]
+    assert count(client, f"Patient?identifier={MRN}|32") == 0
