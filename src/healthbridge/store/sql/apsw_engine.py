@@ -120,7 +120,13 @@ class _DirectSession(_Statements):
         self._connection = connection
 
     async def _run(self, call: Callable[..., T], *args: object) -> T:
-        return call(self._connection, *args)
+        try:
+            return call(self._connection, *args)
+        except apsw.Error as exc:  # mapped here, so that the work can tell which step failed
+            mapped = SQLITE.map_error(exc, "the SQLite database")
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def run_direct(self, work: Work[T]) -> T:
         return await work(self)

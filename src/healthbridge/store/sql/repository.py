@@ -43,7 +43,6 @@ from healthbridge.store.sql.statements import Statements
 from healthbridge.store.sql.transaction import Prepared, SqlTransaction, prepare, to_stored
 from healthbridge.store.versioning import (
     Contended,
-    VersionWriter,
     is_valid_key,
     new_id,
     not_found,
@@ -95,7 +94,7 @@ class SqlRepository:
 
         async def work(session: Session) -> list[Applied]:
             tx = SqlTransaction(session, self._sql, self._clock, self._index, prepared=prepared)
-            return await VersionWriter.apply(tx, changes)
+            return await tx.apply_direct(changes)
 
         return await self._engine.write_all(work)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select
 
+from healthbridge.store.sql.bulk_writes import BulkCreates
 from healthbridge.store.sql.compiled import (
     OUTBOX_COLUMNS,
     compile_statement,
@@ -50,6 +51,7 @@ class Statements:
         )
         self.ping = c(select(1), dialect)
         self.writes = VersionWrites(dialect)
+        self.bulk = BulkCreates(dialect)
         # The hot paths bind these positionally as (type, id).
         key = ("type", "id")
         assert self.read_current.names == self.current.names == self.lock_current.names == key

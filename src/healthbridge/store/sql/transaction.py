@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.keys import key, resource_key
-from healthbridge.store.repository import Applied, Change, StoredResource
+from healthbridge.store.repository import Applied, Change, ChangeFailed, StoredResource
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.engine import Row, Session
 from healthbridge.store.sql.indexing import IndexRows, VersionIndex
@@ -28,8 +29,10 @@ from healthbridge.store.versioning import (
     Current,
     VersionWriter,
     is_valid_key,
+    next_version,
     not_found,
     require_live,
+    require_valid_key,
 )
 
 Prepared = tuple[Resource, VersionIndex]
@@ -126,9 +129,55 @@ class SqlTransaction(VersionWriter):
                 locking=self.locking,
                 prepared=prepared,
             )
-            return await VersionWriter.apply(inner, changes)
+            return await inner.apply_direct(changes)
 
         return await self._session.run_direct(work)
+
+    async def apply_direct(self, changes: Sequence[Change]) -> list[Applied]:
+        """``changes`` in order on this session, runs of two or more creates together
+        (:mod:`.bulk_writes`)."""
+        applied: list[Applied] = []
+        run: list[int] = []
+        for index, change in enumerate(changes):
+            if change.method == "create" and change.resource is not None:
+                run.append(index)
+                continue
+            applied += await self._creates(changes, run)
+            run = []
+            try:
+                applied.append(await self._apply_one(change))
+            except FhirError as exc:
+                raise ChangeFailed(index, exc) from exc
+        applied += await self._creates(changes, run)
+        return applied
+
+    async def _creates(self, changes: Sequence[Change], run: list[int]) -> list[Applied]:
+        if len(run) < 2:
+            return await VersionWriter.apply(self, [changes[i] for i in run]) if run else []
+        versions = []
+        applied = []
+        for index in run:
+            change = changes[index]
+            assert change.resource is not None
+            try:
+                require_valid_key(change.resource_type, change.id)
+            except FhirError as exc:
+                raise ChangeFailed(index, exc) from exc
+            stored = next_version(
+                self._clock,
+                change.resource_type,
+                change.id,
+                current=None,
+                method="create",
+                resource=change.resource,
+            )
+            versions.append((self._values(stored), self._rows(stored, change.resource)))
+            applied.append(Applied(stored, True))
+        try:
+            await self._session.execute(self._sql.bulk.steps(versions))
+        except FhirError as exc:
+            raise ChangeFailed(run[0], exc) from exc
+        return applied
 
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
         rows = self._rows(stored, resource)
