@@ -14,11 +14,14 @@ the second create with a Conflict instead of mixing their index rows.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from hashlib import blake2b
 
 
+@lru_cache(maxsize=1 << 16)
 def key(text: str) -> int:
-    """A signed 64-bit key of ``text`` (fits BIGINT on SQLite and PostgreSQL)."""
+    """A signed 64-bit key of ``text`` (fits BIGINT on SQLite and PostgreSQL). Cached: the
+    same parameter and reference keys recur in every resource of a kind."""
     return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
