@@ -71,13 +71,16 @@ def find_links(resource: Any, targets: AbstractSet[str]) -> Links:
     conditional references and its narratives, at any depth."""
     links = Links()
     sites = links.sites
+    lengths = {len(target) for target in targets}  # most strings are ruled out without hashing
     stack = [resource]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, str):
-                    if value in targets or (key == "reference" and "?" in value):
+                    if (len(value) in lengths and value in targets) or (
+                        key == "reference" and "?" in value
+                    ):
                         sites.append((node, key, value))
                     elif key == "div":
                         links.narratives.append((node, key))
@@ -86,7 +89,7 @@ def find_links(resource: Any, targets: AbstractSet[str]) -> Links:
         elif isinstance(node, list):
             for position, item in enumerate(node):
                 if isinstance(item, str):
-                    if item in targets:
+                    if len(item) in lengths and item in targets:
                         sites.append((node, position, item))
                 elif isinstance(item, dict | list):
                     stack.append(item)

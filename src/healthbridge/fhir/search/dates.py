@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthbridge.fhir.datetimes import parse_period, to_micros
+from healthbridge.fhir.datetimes import period_micros
 from healthbridge.fhir.search.values import DATE_MAX, DATE_MIN, DateValue
 
 
@@ -18,10 +18,9 @@ def _bounds(text: Any) -> tuple[int, int] | None:
     if not isinstance(text, str):
         return None
     try:
-        start, end = parse_period(text)
+        return period_micros(text)
     except ValueError:
         return None
-    return to_micros(start), to_micros(end)
 
 
 def period_value(period: dict[str, Any]) -> DateValue | None:
