@@ -1,12 +1,13 @@
 """``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir),
 ``python -m bench validation`` (in-process validation throughput) or ``python -m bench search``
-(search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL)."""
+(search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL) or ``python -m bench
+load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside sekmet-fhir)."""
 
 from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("http", "validation", "search")
+BENCHMARKS = ("http", "validation", "search", "load")
 
 
 def main() -> None:
@@ -22,6 +23,10 @@ def main() -> None:
         from bench import validation
 
         validation.main()
+    elif which == "load":
+        from bench import synthea_load
+
+        synthea_load.main()
     else:
         from bench import search_scale
 
