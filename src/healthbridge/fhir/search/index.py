@@ -89,9 +89,15 @@ class CompiledParameter:
         keys = self.accessor.root_keys
         if keys is not None and resource.keys().isdisjoint(keys):
             return []
-        memo = {} if memo is None or not self.accessor.compiled else memo
+        return self.select(resource, {} if memo is None else memo)
+
+    def select(self, resource: Resource, memo: Memo | None) -> list[IndexValue]:
+        """:meth:`values` without the root-key check; ``memo`` None when no other parameter
+        selects the same."""
+        memo = memo if self.accessor.compiled else None
         if not self.components:
             return _extract(self.kind, self.accessor, resource, resource, memo)
+        memo = {} if memo is None else memo
         return [
             CompositeValue(combination)
             for focus in self.accessor.fn(resource, resource)
@@ -105,8 +111,11 @@ Memo = dict[tuple[str, str, int], list[IndexValue]]
 
 
 def _extract(
-    kind: str, accessor: Accessor, focus: Any, resource: Resource, memo: Memo
+    kind: str, accessor: Accessor, focus: Any, resource: Resource, memo: Memo | None
 ) -> list[IndexValue]:
+    if memo is None:
+        extract, hint = EXTRACTORS[kind], accessor.type_hint
+        return [v for node in accessor.fn(focus, resource) for v in extract(node, hint)]
     key = (kind, accessor.expression, id(focus))
     found = memo.get(key)
     if found is None:
@@ -128,6 +137,7 @@ class Indexer:
     def __init__(self, definitions: Definitions) -> None:
         self._definitions = definitions
         self._compiled: dict[str, tuple[CompiledParameter, ...]] = {}
+        self._plans: dict[str, _TypePlan] = {}
 
     @property
     def definitions(self) -> Definitions:
@@ -161,8 +171,60 @@ class Indexer:
 
     def index_rows(self, resource: Resource) -> list[IndexRow]:
         """Every index row of ``resource`` (a decoded FHIR JSON dict)."""
+        plan = self._plan(str(resource.get("resourceType", "")))
+        chosen = set(plan.always)
+        for key in resource:
+            positions = plan.by_key.get(key)
+            if positions is not None:
+                chosen.update(positions)
         rows: list[IndexRow] = []
         memo: Memo = {}
-        for param in self.parameters(str(resource.get("resourceType", ""))):
-            rows.extend(IndexRow(param.code, param.kind, v) for v in param.values(resource, memo))
+        for position in sorted(chosen):
+            param = plan.params[position]
+            shared = memo if position in plan.shared else None
+            rows.extend(IndexRow(param.code, param.kind, v) for v in param.select(resource, shared))
         return rows
+
+    def _plan(self, resource_type: str) -> _TypePlan:
+        """Which parameters read which top-level properties, so that a resource only runs the
+        parameters whose properties it has (an Observation has 44 parameters and about ten
+        properties)."""
+        plan = self._plans.get(resource_type)
+        if plan is None:
+            plan = _TypePlan.of(self.parameters(resource_type))
+            self._plans[resource_type] = plan
+        return plan
+
+
+@dataclass(frozen=True, slots=True)
+class _TypePlan:
+    params: tuple[CompiledParameter, ...]
+    by_key: dict[str, tuple[int, ...]]
+    always: tuple[int, ...]  # parameters that read the resource as a whole
+    shared: frozenset[int]  # parameters whose selection another one repeats (memoised)
+
+    @classmethod
+    def of(cls, params: tuple[CompiledParameter, ...]) -> _TypePlan:
+        by_key: dict[str, list[int]] = {}
+        always: list[int] = []
+        uses: dict[tuple[str, str], int] = {}
+        for position, param in enumerate(params):
+            keys = param.accessor.root_keys
+            if keys is None:
+                always.append(position)
+            for key in keys or ():
+                by_key.setdefault(key, []).append(position)
+            uses[(param.kind, param.accessor.expression)] = (
+                uses.get((param.kind, param.accessor.expression), 0) + 1
+            )
+        shared = frozenset(
+            position
+            for position, param in enumerate(params)
+            if param.components or uses[(param.kind, param.accessor.expression)] > 1
+        )
+        return cls(
+            params,
+            {key: tuple(found) for key, found in by_key.items()},
+            tuple(always),
+            shared,
+        )
