@@ -131,6 +131,11 @@ def _string_problem(type_name: str, value: str, max_length: int) -> str | None:
     return None
 
 
+_REMEMBERED = 4096
+"""Valid values each primitive type's check remembers (then it starts afresh)."""
+_REMEMBERED_LENGTH = 128
+
+
 def _string_check(
     type_name: str, pattern: re.Pattern[str] | None, max_length: int
 ) -> PrimitiveCheck:
@@ -140,9 +145,13 @@ def _string_check(
     fast = pattern or _PLAIN
     loose = pattern is not None and ("\\S" in pattern.pattern or "[^" in pattern.pattern)
 
+    valid: dict[str, None] = {}  # recent valid values: codes, systems and dates recur
+
     def check(value: object) -> str | None:
         if type(value) is not str:
             return f"expected a JSON string ({type_name}), got {_shown(value)}"
+        if value in valid:
+            return None
         if fast.fullmatch(value) is None or (loose and _CONTROL.search(value) is not None):
             problem = _string_problem(type_name, value, max_length)
             return (
@@ -150,7 +159,12 @@ def _string_check(
             )
         if len(value) > max_length:
             return _string_problem(type_name, value, max_length)
-        return calendar_error(value) if calendar else None
+        problem = calendar_error(value) if calendar else None
+        if problem is None and len(value) <= _REMEMBERED_LENGTH:
+            if len(valid) >= _REMEMBERED:
+                valid.clear()
+            valid[value] = None
+        return problem
 
     return check
 
