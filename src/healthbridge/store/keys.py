@@ -29,6 +29,7 @@ def resource_key(resource_type: str, id: str) -> int:
     return key(f"{resource_type}/{id}")
 
 
+@lru_cache(maxsize=1 << 14)
 def param_key(resource_type: str, code: str, facet: str = "") -> int:
     """The key of search parameter ``code`` on ``resource_type``; ``facet`` names derived rows
     stored beside it: ``text`` (a token's display text, for ``:text``), ``identifier`` (a
