@@ -313,3 +313,19 @@ async def test_token_of_type(repo: Repository) -> None:
             (f"identifier:of-type={V2_0203}|MR|a-1", set()),
         ],
     )
+
+
+async def test_full_text_skips_overlong_words_and_keeps_the_rest(repo: Repository) -> None:
+    """search.html#text: words are runs of letters and digits; a run longer than 255
+    characters (encoded data, say) is not indexed as a word, and storing it never fails
+    (PostgreSQL refuses lexemes over 2 KB)."""
+    blob = "A" * 3000
+    await store(
+        repo,
+        resource(
+            "Patient", "blob", name=[{"family": "Quillfeather", "given": [blob]}], active=True
+        ),
+    )
+    await expect_matches(
+        repo, "Patient", [("_content=quillfeather", {"blob"}), ("_content=" + "a" * 300, set())]
+    )

@@ -40,8 +40,16 @@ def words(text: str) -> list[str]:
     return _WORD.findall(normalize(text))
 
 
+MAX_WORD_CHARS = 255
+"""Longer runs of letters and digits (encoded data, say) are not indexed as words."""
+
+
 def _indexed(text: str) -> str:
-    return " ".join(words(text[: MAX_TEXT_CHARS * 2]))[:MAX_TEXT_CHARS]
+    found = words(text[: MAX_TEXT_CHARS * 2])
+    kept = " ".join(w for w in found if len(w) <= MAX_WORD_CHARS)
+    if len(kept) <= MAX_TEXT_CHARS:
+        return kept
+    return kept[:MAX_TEXT_CHARS].rsplit(" ", 1)[0]  # no word cut in two
 
 
 def narrative_text(resource: Resource) -> str:

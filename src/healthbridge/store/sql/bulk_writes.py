@@ -32,8 +32,7 @@ _VERSION = ("type", "id", "version_id", "last_updated", "deleted", "method", "co
 _EVENT = ("type", "id", "version_id", "method", "recorded")
 _PG_TEXT_INSERT = (
     f"INSERT INTO {text_index.TABLE} (rkey, narrative, content) "
-    "SELECT r, to_tsvector('simple', n), to_tsvector('simple', c) "
-    "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(r, n, c)"
+    "SELECT r, n, c FROM unnest($1::bigint[], $2::tsvector[], $3::tsvector[]) AS t(r, n, c)"
 )
 
 
