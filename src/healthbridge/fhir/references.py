@@ -44,15 +44,12 @@ class Links:
 
     sites: list[tuple[Any, Any, str]] = field(default_factory=list)
     narratives: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    maybe_conditional: list[str] = field(default_factory=list)
 
     @property
     def conditional(self) -> set[str]:
         """The conditional references among the sites."""
-        return {
-            value
-            for _, key, value in self.sites
-            if key == "reference" and "?" in value and is_conditional(value)
-        }
+        return {value for value in self.maybe_conditional if is_conditional(value)}
 
     def rewrite(self, mapping: Mapping[str, str]) -> None:
         """Replace each site's value found in ``mapping`` (and such narrative links)."""
@@ -78,10 +75,11 @@ def find_links(resource: Any, targets: AbstractSet[str]) -> Links:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, str):
-                    if (len(value) in lengths and value in targets) or (
-                        key == "reference" and "?" in value
-                    ):
+                    if len(value) in lengths and value in targets:
                         sites.append((node, key, value))
+                    elif key == "reference" and "?" in value:
+                        sites.append((node, key, value))
+                        links.maybe_conditional.append(value)
                     elif key == "div":
                         links.narratives.append((node, key))
                 elif isinstance(value, dict | list):

@@ -35,9 +35,15 @@ _WORD = re.compile(r"[^\W_]+")
 _TAG = re.compile(r"<[^>]*>")
 
 
+_ASCII_SEPARATORS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+
+
 def words(text: str) -> list[str]:
-    """The normalised words of ``text``."""
-    return _WORD.findall(normalize(text))
+    """The normalised words of ``text`` (ASCII text, the common case, without a regex)."""
+    normalized = normalize(text)
+    if normalized.isascii():
+        return normalized.translate(_ASCII_SEPARATORS).split()
+    return _WORD.findall(normalized)
 
 
 MAX_WORD_CHARS = 255

@@ -69,13 +69,24 @@ class _Connection:
 
     async def execute(self, steps: Sequence[Step]) -> None:
         for statement, args in steps:
-            if statement.many:
+            if statement.copy is not None:
+                await self.copy(statement, args)
+            elif statement.many:
                 await self.call_many(statement, args)
             else:
                 await self.call("execute", statement, args)
 
     async def run_direct(self, work: Work[T]) -> T:
         return await work(self)
+
+    async def copy(self, statement: Statement, rows: Args) -> None:
+        """Binary COPY of ``rows`` into ``statement.copy``: the cheapest way in for many rows
+        (no per-row statement, no array encoding)."""
+        await self.guarded(
+            lambda: self._connection.copy_records_to_table(
+                statement.copy, records=rows, columns=statement.names
+            )
+        )
 
     async def call_many(self, statement: Statement, rows: Args) -> None:
         try:

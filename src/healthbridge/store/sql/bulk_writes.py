@@ -5,10 +5,11 @@ of a few per resource.
 Every create of a group is version 1 of a new id, so nothing needs reading first: the current
 rows, history rows, outbox rows and every index row of the whole group go in one statement per
 table. On SQLite each is one ``executemany`` (one call into SQLite instead of one per resource);
-on PostgreSQL one statement takes each column as an array and inserts from ``unnest`` (one round
-trip per table; the version, history and outbox rows share one statement). An id that already
-exists violates the primary key, which fails the whole group with a Conflict (plain INSERT, not
-``ON CONFLICT DO NOTHING``): the unit of work is then rolled back, so nothing is half-written.
+on PostgreSQL a binary ``COPY`` per table (no statement per row, no array encoding), and one
+``unnest`` statement for the full text.
+An id that already exists violates the primary key, which fails the whole group with a Conflict
+(plain INSERT or COPY, not ``ON CONFLICT DO NOTHING``): the unit of work is then rolled back, so
+nothing is half-written.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table
 
 from healthbridge.store.sql import text_index
 from healthbridge.store.sql.compiled import Statement, Step, bound_values, compile_statement
@@ -28,51 +28,20 @@ from healthbridge.store.sql.tables import SEARCH_TABLES, outbox, resource, resou
 Version = tuple[dict[str, Any], VersionIndex]
 """A version's column values (as :mod:`.writes` takes them) and its index."""
 
-_VERSION = ("type", "id", "version_id", "last_updated", "deleted", "method", "content")
-_EVENT = ("type", "id", "version_id", "method", "recorded")
 _PG_TEXT_INSERT = (
     f"INSERT INTO {text_index.TABLE} (rkey, narrative, content) "
-    "SELECT r, n, c FROM unnest($1::bigint[], $2::tsvector[], $3::tsvector[]) AS t(r, n, c)"
+    "SELECT r, n::tsvector, c::tsvector "
+    "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(r, n, c)"
 )
-
-
-def _unnest(table: Table, columns: Sequence[str]) -> Any:
-    """``SELECT * FROM unnest(:col1::type[], ...)`` over ``table``'s ``columns``."""
-    arrays = [cast(bindparam(name), ARRAY(table.c[name].type)) for name in columns]
-    rows = func.unnest(*arrays).table_valued(*columns).render_derived("r")
-    return select(*(rows.c[name] for name in columns))
 
 
 class BulkCreates:
     def __init__(self, dialect: Dialect) -> None:
-        self._arrays = dialect.writes_in_one_statement  # PostgreSQL
-        index_columns = {t.name: [c.name for c in t.columns] for t in SEARCH_TABLES}
-        self._index_columns = index_columns
-        if self._arrays:
-            columns = [c.name for c in resource.columns]
-            written = (
-                resource.insert()
-                .from_select(columns, _unnest(resource, columns))
-                .returning(*(resource.c[name] for name in _VERSION))
-                .cte("written")
-            )
-            history = resource_history.insert().from_select(
-                list(_VERSION), select(*(written.c[name] for name in _VERSION))
-            )
-            event = select(*(written.c[name] for name in _VERSION if name in _EVENT))
-            events = outbox.insert().from_select(
-                list(_EVENT), event.add_columns(written.c.last_updated)
-            )
-            self._versions = compile_statement(events.add_cte(history.cte("history")), dialect)
-            self._index = {
-                t.name: compile_statement(
-                    t.insert().from_select(
-                        index_columns[t.name], _unnest(t, index_columns[t.name])
-                    ),
-                    dialect,
-                )
-                for t in SEARCH_TABLES
-            }
+        if dialect.writes_in_one_statement:  # PostgreSQL
+            self._resource = _copy(resource)
+            self._history = _copy(resource_history)
+            self._outbox = _copy(outbox)
+            self._index = {t.name: _copy(t) for t in SEARCH_TABLES}
             self._text = Statement(_PG_TEXT_INSERT, ("rkey", "narrative", "content"), {})
         else:
             many = {"many": True}
@@ -105,8 +74,6 @@ class BulkCreates:
                     tables.setdefault(name, []).extend(index_rows)
             if index.text is not None:
                 texts.append((values["rkey"], *index.text))
-        if self._arrays:
-            return self._array_steps([v for v, _ in versions], tables, texts)
         rows = [v for v, _ in versions]
         steps: list[Step] = [
             (self._resource, [self._resource.bind(**v) for v in rows]),
@@ -114,25 +81,13 @@ class BulkCreates:
             (self._outbox, [self._outbox.bind(**v, recorded=v["last_updated"]) for v in rows]),
         ]
         steps += [(self._index[name], table_rows) for name, table_rows in tables.items()]
-        if texts:
-            steps.append((self._text, texts))
+        if texts:  # PostgreSQL takes them as three arrays (binary COPY has no tsvector codec)
+            columns = tuple(list(column) for column in zip(*texts, strict=True))
+            steps.append((self._text, texts if self._text.many else columns))
         return steps
 
-    def _array_steps(
-        self,
-        rows: list[dict[str, Any]],
-        tables: dict[str, list[Any]],
-        texts: list[tuple[int, str, str]],
-    ) -> list[Step]:
-        columns = {name: [row[name] for row in rows] for name in rows[0]}
-        steps: list[Step] = [(self._versions, self._versions.bind(**columns))]
-        for name, table_rows in tables.items():
-            statement = self._index[name]
-            arrays = {
-                column: [row[position] for row in table_rows]
-                for position, column in enumerate(self._index_columns[name])
-            }
-            steps.append((statement, statement.bind(**arrays)))
-        if texts:
-            steps.append((self._text, tuple(list(column) for column in zip(*texts, strict=True))))
-        return steps
+
+def _copy(table: Table) -> Statement:
+    """COPY into ``table`` (every column but an automatic ``seq``), rows in column order."""
+    columns = tuple(c.name for c in table.columns if c.name != "seq")
+    return Statement("", columns, {}, copy=table.name)

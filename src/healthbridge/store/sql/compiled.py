@@ -31,6 +31,9 @@ class Statement:
     defaults: Mapping[str, Any]
     many: bool = False
     """Run once per row of its arguments (executemany): the step's args are a list of rows."""
+    copy: str | None = None
+    """PostgreSQL only: not SQL but ``COPY`` of the step's rows (tuples in ``names`` order) into
+    this table (https://www.postgresql.org/docs/current/sql-copy.html)."""
 
     def bind(self, **values: Any) -> tuple[Any, ...]:
         return tuple(values[n] if n in values else self.defaults[n] for n in self.names)
