@@ -113,3 +113,26 @@ def test_conditional_delete_of_several_when_configured(
         assert client.get("/fhir/Patient?identifier=urn:mrn|9").json()["total"] == 0
         metadata = client.get("/fhir/metadata").json()
         assert metadata["rest"][0]["resource"][0]["conditionalDelete"] == "multiple"
+
+
+def test_conditional_patch_one_match_none_or_several(client: TestClient) -> None:
+    """http.html#patch, conditional: ``PATCH [type]?criteria`` patches the one match; no
+    match is 404 and several are 412, with nothing changed."""
+    json_patch = {"content-type": "application/json-patch+json"}
+    ops = [{"op": "add", "path": "/active", "value": True}]
+    id = client.post("/fhir/Patient", json=patient("60")).json()["id"]
+    patched = client.patch("/fhir/Patient?identifier=urn:mrn|60", json=ops, headers=json_patch)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["id"] == id and patched.json()["active"] is True
+    assert patched.json()["meta"]["versionId"] == "2"
+    missing = client.patch("/fhir/Patient?identifier=urn:mrn|61", json=ops, headers=json_patch)
+    assert missing.status_code == 404
+    client.post("/fhir/Patient", json=patient("60"))
+    several = client.patch("/fhir/Patient?identifier=urn:mrn|60", json=ops, headers=json_patch)
+    assert several.status_code == 412
+    assert client.get(f"/fhir/Patient/{id}").json()["meta"]["versionId"] == "2"
+    stale = client.patch(
+        f"/fhir/Patient?_id={id}", json=ops, headers=json_patch | {"If-Match": 'W/"1"'}
+    )
+    assert stale.status_code == 412
+    assert client.patch("/fhir/Patient", json=ops, headers=json_patch).status_code == 400

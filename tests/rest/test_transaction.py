@@ -233,16 +233,25 @@ def test_one_resource_may_be_written_once(client: TestClient) -> None:
     assert client.get(f"/fhir/Patient/{pid}").json()["meta"]["versionId"] == "1"
 
 
-def test_get_entries_honour_if_none_match(client: TestClient) -> None:
-    """ifNoneMatch on a read entry: 304 when the version matches (http.html#cread)."""
+def test_get_entries_honour_if_none_match_and_if_modified_since(client: TestClient) -> None:
+    """ifNoneMatch and ifModifiedSince on a read entry: 304 when the version matches or it
+    has not changed since (http.html#cread)."""
     pid = client.post("/fhir/Patient", json=patient("15")).json()["id"]
-    bundle = tx(get(f"Patient/{pid}", ifNoneMatch='W/"1"'), get("Patient/does-not-exist"))
+    bundle = tx(
+        get(f"Patient/{pid}", ifNoneMatch='W/"1"'),
+        get("Patient/does-not-exist"),
+        get(f"Patient/{pid}", ifModifiedSince="Fri, 01 Jan 2100 00:00:00 GMT"),
+        get(f"Patient/{pid}", ifModifiedSince="Thu, 01 Jan 2004 00:00:00 GMT"),
+    )
     response = client.post("/fhir", json=bundle)
     assert response.status_code == 200, response.text
-    first, second = response.json()["entry"]
+    first, second, third, fourth = response.json()["entry"]
     assert first["response"]["status"] == "304 Not Modified"
     assert second["response"]["status"] == "404 Not Found"
     assert second["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert third["response"]["status"] == "304 Not Modified"
+    assert fourth["response"]["status"] == "200 OK"
+    assert fourth["resource"]["id"] == pid
 
 
 def test_prefer_representation_returns_the_resources(client: TestClient) -> None:

@@ -65,6 +65,7 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("type", "POST"): Interaction("create", "type", create.handle),
     ("type", "PUT"): Interaction("update", "type", conditional_update.handle),
     ("type", "DELETE"): Interaction("delete", "type", conditional_delete.handle),
+    ("type", "PATCH"): Interaction("patch", "type", patch.handle_conditional),
     ("system-history", "GET"): Interaction("history-system", "system", history.handle),
     ("type", "GET"): Interaction("search-type", "type", search.handle),
     ("type-search", "POST"): Interaction("search-type", "type", search.handle),

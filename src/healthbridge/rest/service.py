@@ -239,6 +239,20 @@ class FhirService:
             deleted = [await tx.delete(resource_type, found.id) for found in page.matches]
         return [d for d in deleted if d is not None]
 
+    async def conditional_patch(
+        self, resource_type: str, criteria: str, patch: Any, if_match: int | None
+    ) -> StoredResource:
+        """``PATCH [type]?criteria`` (http.html#patch): the one match is patched as
+        :meth:`patch` does; no match is 404, several are 412."""
+        self.check_type(resource_type)
+        query, _ = self.criteria(resource_type, criteria, "A conditional patch")
+        found = await self._matches(query)
+        if len(found) > 1:
+            raise PreconditionFailed(f"The criteria {criteria} match several resources")
+        if not found:
+            raise NotFound(f"The criteria {criteria} match no {resource_type}")
+        return await self.patch(resource_type, found[0].id, patch, if_match)
+
     async def patch(
         self, resource_type: str, id: str, patch: Any, if_match: int | None
     ) -> StoredResource:

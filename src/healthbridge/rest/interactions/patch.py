@@ -1,4 +1,5 @@
-"""patch: ``PATCH [base]/[type]/[id]`` (https://hl7.org/fhir/R4/http.html#patch).
+"""patch: ``PATCH [base]/[type]/[id]`` and the conditional ``PATCH [base]/[type]?criteria``
+(https://hl7.org/fhir/R4/http.html#patch).
 
 The body is one of:
 
@@ -25,7 +26,7 @@ from healthbridge.fhir.errors import InvalidRequest, UnsupportedMediaType
 from healthbridge.fhir.patch.json_patch import MEDIA_TYPE as JSON_PATCH
 from healthbridge.rest import negotiation
 from healthbridge.rest.context import RestContext
-from healthbridge.rest.http import read_body, write_response
+from healthbridge.rest.http import conditional_criteria, read_body, write_response
 
 _SUPPORTED = (
     f"PATCH takes a JSON Patch (Content-Type: {JSON_PATCH}) or a FHIRPath Patch Parameters "
@@ -37,12 +38,27 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     params = request.path_params
     ctx.service.check_type(params["type"])
     ctx.service.check_id(params["id"])
+    patch, if_match = await _read(ctx, request)
+    stored = await ctx.service.patch(params["type"], params["id"], patch, if_match)
+    return write_response(stored, request, ctx.limits, 200, location=False)
+
+
+async def handle_conditional(ctx: RestContext, request: Request) -> Response:
+    """``PATCH [type]?criteria`` (http.html#patch, conditional): the one match is patched;
+    none is 404, several are 412."""
+    resource_type = request.path_params["type"]
+    ctx.service.check_type(resource_type)
+    criteria = conditional_criteria(request, resource_type, "PATCH")
+    patch, if_match = await _read(ctx, request)
+    stored = await ctx.service.conditional_patch(resource_type, criteria, patch, if_match)
+    return write_response(stored, request, ctx.limits, 200, location=False)
+
+
+async def _read(ctx: RestContext, request: Request) -> tuple[Any, int | None]:
     media = _media_type(request.headers.get("content-type"))
     header = request.headers.get("if-match")
     if_match = negotiation.parse_etag(header, "If-Match") if header is not None else None
-    patch = _checked(media, jsonformat.loads(await read_body(request, ctx.limits)))
-    stored = await ctx.service.patch(params["type"], params["id"], patch, if_match)
-    return write_response(stored, request, ctx.limits, 200, location=False)
+    return _checked(media, jsonformat.loads(await read_body(request, ctx.limits))), if_match
 
 
 def _media_type(content_type: str | None) -> str:

@@ -4,7 +4,8 @@
   ``BEGIN IMMEDIATE``: fsync and waits for other processes' write locks (``busy_timeout``) never
   block the event loop. Single changes (:meth:`ApswEngine.write_one`) are group-committed; a unit
   of work claims the thread for itself. Several server processes may share the file; their
-  writers take turns through SQLite's lock.
+  writers take turns through SQLite's lock. WAL checkpoints run on a thread of their own
+  (:mod:`.checkpoint`), not inside the writer's commits.
 * Reads use a separate connection directly on the event-loop thread: a point read takes a few
   microseconds, and WAL gives each statement a committed snapshot.
 * ``synchronous=FULL``: a commit that returned survives power loss.
@@ -24,6 +25,8 @@ from typing import NoReturn, TypeVar, cast
 import apsw
 
 from healthbridge.fhir.errors import TooCostly, Unavailable
+from healthbridge.store.sql.checkpoint import INTERVAL_S as CHECKPOINT_INTERVAL_S
+from healthbridge.store.sql.checkpoint import WRITER_PRAGMAS, Checkpointer
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.dialects import SQLITE, Dialect
 from healthbridge.store.sql.engine import Args, Reader, Row, Session, Step, Work
@@ -236,6 +239,7 @@ class ApswEngine:
         self._reader = reader
         self._writer = GroupCommitWriter(writer, str(db))
         self._searchers = _SearchConnections(str(db.path), SEARCH_CONNECTIONS)
+        self._checkpointer = Checkpointer(partial(connect, str(db.path)), CHECKPOINT_INTERVAL_S)
         self._closed = False
 
     @classmethod
@@ -252,6 +256,8 @@ class ApswEngine:
             raise SQLITE.map_error(exc, str(db)) or exc from exc
         reader, writer = connections
         writer.set_busy_handler(poll_for_the_lock(busy_timeout_ms))
+        for pragma in WRITER_PRAGMAS:  # checkpoints run on their own thread (.checkpoint)
+            writer.execute(f"PRAGMA {pragma}").fetchall()
         return cls(db, reader, writer)
 
     @property
@@ -351,3 +357,4 @@ class ApswEngine:
         self._reader.close()
         self._searchers.close()
         await self._writer.stop()
+        await asyncio.to_thread(self._checkpointer.stop)
