@@ -63,12 +63,16 @@ class Links:
             holder[key] = _rewrite_narrative(holder[key], mapping)
 
 
-def find_links(resource: Any, targets: AbstractSet[str]) -> Links:
+def find_links(
+    resource: Any, targets: AbstractSet[str], lengths: AbstractSet[int] | None = None
+) -> Links:
     """The strings of ``resource`` equal to one of ``targets`` (fullUrls of the Bundle), its
-    conditional references and its narratives, at any depth."""
+    conditional references and its narratives, at any depth. ``lengths`` (the lengths of the
+    targets, computed once per Bundle) rules out most strings without hashing them."""
     links = Links()
     sites = links.sites
-    lengths = {len(target) for target in targets}  # most strings are ruled out without hashing
+    if lengths is None:
+        lengths = {len(target) for target in targets}
     stack = [resource]
     while stack:
         node = stack.pop()

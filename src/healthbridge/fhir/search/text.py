@@ -52,7 +52,9 @@ MAX_WORD_CHARS = 255
 
 def _indexed(text: str) -> str:
     found = words(text[: MAX_TEXT_CHARS * 2])
-    kept = " ".join(w for w in found if len(w) <= MAX_WORD_CHARS)
+    if found and max(map(len, found)) > MAX_WORD_CHARS:
+        found = [w for w in found if len(w) <= MAX_WORD_CHARS]
+    kept = " ".join(found)
     if len(kept) <= MAX_TEXT_CHARS:
         return kept
     return kept[:MAX_TEXT_CHARS].rsplit(" ", 1)[0]  # no word cut in two

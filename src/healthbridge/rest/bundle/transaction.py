@@ -135,11 +135,12 @@ class TransactionRun:
         """Find, in one pass per resource, the strings that may need replacing; resolve the
         conditional references among them."""
         targets = {e.full_url for e in writes if e.full_url is not None}
+        lengths = {len(target) for target in targets}
         resolved: dict[str, str] = {}
         for entry in writes:
             if entry.method not in ("POST", "PUT"):
                 continue
-            found = find_links(entry.resource, targets)
+            found = find_links(entry.resource, targets, lengths)
             self._links[entry.index] = found
             for reference in sorted(found.conditional):
                 if reference not in resolved:

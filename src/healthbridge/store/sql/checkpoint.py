@@ -7,8 +7,9 @@ Synthea bundles: 8.4 s of commits with automatic checkpoints against 4.2 s witho
 statements). The writer connection therefore turns automatic checkpoints off
 (``wal_autocheckpoint=0``) and this thread, with a connection of its own, runs a ``PASSIVE``
 checkpoint every :data:`INTERVAL_S`: pages written by many commits in between are copied once,
-and neither writers nor readers wait for it. ``journal_size_limit`` truncates the WAL file after
-it has been reset, so it does not keep its peak size.
+and neither writers nor readers wait for it; a large WAL is then reset by a ``RESTART``
+checkpoint (see :meth:`Checkpointer.checkpoint`). ``journal_size_limit`` truncates the WAL file
+after a reset, so it does not keep its peak size.
 
 Durability is unchanged: a commit is durable once its WAL frames are synced
 (``synchronous=FULL``); checkpoints only move committed pages into the database file.
@@ -23,6 +24,9 @@ from contextlib import suppress
 import apsw
 
 INTERVAL_S = 1.0
+RESTART_FRAMES = 16_384
+"""WAL pages (64 MB) past which a checkpoint also resets the WAL."""
+RESTART_WAIT_MS = 5_000
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 WRITER_PRAGMAS = ("wal_autocheckpoint=0", f"journal_size_limit={WAL_LIMIT_BYTES}")
 
@@ -41,6 +45,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         connection = self._open()
+        connection.set_busy_timeout(RESTART_WAIT_MS)
         try:
             while not self._stopping.wait(self._interval_s):
                 self.checkpoint(connection)
@@ -50,9 +55,16 @@ class Checkpointer:
 
     @staticmethod
     def checkpoint(connection: apsw.Connection) -> None:
-        # Busy or locked: the next round tries again; it never blocks writers or readers.
+        """Copy what the WAL holds without blocking anyone; when it has grown past
+        :data:`RESTART_FRAMES`, finish with a ``RESTART`` checkpoint, which waits (up to
+        :data:`RESTART_WAIT_MS`) for the current writer and makes the next one start the WAL
+        afresh. (With writers always busy, a passive checkpoint never catches up with the end of
+        the WAL, and the WAL was never reset: it grew past a gigabyte during a Synthea load.)
+        Busy or locked: the next round tries again."""
         with suppress(apsw.BusyError, apsw.LockedError):
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+            if int(frames or 0) > RESTART_FRAMES:
+                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def stop(self) -> None:
         """Checkpoint once more and end the thread (waits for it)."""
