@@ -40,7 +40,7 @@ from healthbridge.store.sql.jobs import SqlJobs
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
-from healthbridge.store.sql.transaction import Prepared, SqlTransaction, prepare, to_stored
+from healthbridge.store.sql.transaction import Prepared, SqlTransaction, plan, to_stored
 from healthbridge.store.versioning import (
     Contended,
     is_valid_key,
@@ -87,14 +87,16 @@ class SqlRepository:
             yield SqlTransaction(session, self._sql, self._clock, self._index)
 
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
-        """One atomic group, its index extracted here before any lock is taken; on SQLite it
-        is one change of a group commit (one hop, shared fsync), on PostgreSQL a unit of
-        work."""
-        prepared = prepare(self._index, changes)
+        """One atomic group, made ready here before any lock is taken (index extracted, runs
+        of creates stamped and turned into statements); on SQLite it is one change of a group
+        commit (one hop, shared fsync), on PostgreSQL a unit of work."""
+        planned = plan(self._index, self._sql, self._clock, changes)
 
         async def work(session: Session) -> list[Applied]:
-            tx = SqlTransaction(session, self._sql, self._clock, self._index, prepared=prepared)
-            return await tx.apply_direct(changes)
+            tx = SqlTransaction(
+                session, self._sql, self._clock, self._index, prepared=planned.prepared
+            )
+            return await tx.apply_planned(changes, planned)
 
         return await self._engine.write_all(work)
 

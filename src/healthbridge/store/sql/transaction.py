@@ -14,13 +14,14 @@ only the version that was read; a writer that lost the race reads again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.types import Resource
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.keys import key, resource_key
 from healthbridge.store.repository import Applied, Change, ChangeFailed, StoredResource
-from healthbridge.store.sql.compiled import Statement
+from healthbridge.store.sql.compiled import Statement, Step
 from healthbridge.store.sql.engine import Row, Session
 from healthbridge.store.sql.indexing import IndexRows, VersionIndex
 from healthbridge.store.sql.statements import Statements
@@ -60,6 +61,84 @@ def prepare(index: IndexRows, changes: Sequence[Change]) -> list[Prepared]:
     ]
 
 
+def version_values(stored: StoredResource) -> dict[str, object]:
+    """The column values of a version row."""
+    return {
+        "type": stored.resource_type,
+        "id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": to_micros(stored.last_updated),
+        "deleted": stored.deleted,
+        "method": stored.method,
+        "content": stored.content,
+        "rkey": resource_key(stored.resource_type, stored.id),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive creates written together (:mod:`.bulk_writes`): their change indexes, what
+    they will have written, and the statements."""
+
+    indexes: list[int]
+    applied: list[Applied]
+    steps: list[Step]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A group of changes made ready before the write lock is taken: every version's index,
+    and the runs of creates stamped and turned into statements (on SQLite the lock is held
+    only while the statements run)."""
+
+    prepared: list[Prepared]
+    runs: dict[int, Run]  # by the index of the run's first change
+
+
+def plan(index: IndexRows, sql: Statements, clock: Clock, changes: Sequence[Change]) -> Planned:
+    prepared = prepare(index, changes)
+    rows = {id(resource): version_index for resource, version_index in prepared}
+    runs: dict[int, Run] = {}
+    for indexes in _create_runs(changes):
+        versions = []
+        applied = []
+        for position in indexes:
+            change = changes[position]
+            assert change.resource is not None
+            try:
+                require_valid_key(change.resource_type, change.id)
+            except FhirError as exc:
+                raise ChangeFailed(position, exc) from exc
+            stored = next_version(
+                clock,
+                change.resource_type,
+                change.id,
+                current=None,
+                method="create",
+                resource=change.resource,
+            )
+            versions.append((version_values(stored), rows[id(change.resource)]))
+            applied.append(Applied(stored, True))
+        runs[indexes[0]] = Run(indexes, applied, sql.bulk.steps(versions))
+    return Planned(prepared, runs)
+
+
+def _create_runs(changes: Sequence[Change]) -> list[list[int]]:
+    """Runs of two or more consecutive creates."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    for position, change in enumerate(changes):
+        if change.method == "create" and change.resource is not None:
+            current.append(position)
+            continue
+        if len(current) > 1:
+            runs.append(current)
+        current = []
+    if len(current) > 1:
+        runs.append(current)
+    return runs
+
+
 class SqlTransaction(VersionWriter):
     def __init__(
         self,
@@ -97,16 +176,7 @@ class SqlTransaction(VersionWriter):
         return Current(version_id, from_micros(last_updated), bool(deleted))
 
     def _values(self, stored: StoredResource) -> dict[str, object]:
-        return {
-            "type": stored.resource_type,
-            "id": stored.id,
-            "version_id": stored.version_id,
-            "last_updated": to_micros(stored.last_updated),
-            "deleted": stored.deleted,
-            "method": stored.method,
-            "content": stored.content,
-            "rkey": resource_key(stored.resource_type, stored.id),
-        }
+        return version_values(stored)
 
     def _rows(self, stored: StoredResource, resource: Resource | None) -> VersionIndex:
         if resource is not None:
@@ -117,8 +187,8 @@ class SqlTransaction(VersionWriter):
 
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
         """All ``changes`` in one call to the session (on SQLite: one hop to the writer thread
-        for the whole group instead of one per statement)."""
-        prepared = prepare(self._index, changes)
+        for the whole group instead of one per statement), made ready before it."""
+        planned = plan(self._index, self._sql, self._clock, changes)
 
         async def work(session: Session) -> list[Applied]:
             inner = SqlTransaction(
@@ -127,56 +197,29 @@ class SqlTransaction(VersionWriter):
                 self._clock,
                 self._index,
                 locking=self.locking,
-                prepared=prepared,
+                prepared=planned.prepared,
             )
-            return await inner.apply_direct(changes)
+            return await inner.apply_planned(changes, planned)
 
         return await self._session.run_direct(work)
 
-    async def apply_direct(self, changes: Sequence[Change]) -> list[Applied]:
-        """``changes`` in order on this session, runs of two or more creates together
-        (:mod:`.bulk_writes`)."""
+    async def apply_planned(self, changes: Sequence[Change], planned: Planned) -> list[Applied]:
+        """``changes`` in order on this session: the planned runs of creates by their
+        statements, every other change on its own."""
         applied: list[Applied] = []
-        run: list[int] = []
-        for index, change in enumerate(changes):
-            if change.method == "create" and change.resource is not None:
-                run.append(index)
-                continue
-            applied += await self._creates(changes, run)
-            run = []
+        position = 0
+        while position < len(changes):
+            run = planned.runs.get(position)
             try:
-                applied.append(await self._apply_one(change))
+                if run is not None:
+                    await self._session.execute(run.steps)
+                    applied += run.applied
+                    position = run.indexes[-1] + 1
+                    continue
+                applied.append(await self._apply_one(changes[position]))
             except FhirError as exc:
-                raise ChangeFailed(index, exc) from exc
-        applied += await self._creates(changes, run)
-        return applied
-
-    async def _creates(self, changes: Sequence[Change], run: list[int]) -> list[Applied]:
-        if len(run) < 2:
-            return await VersionWriter.apply(self, [changes[i] for i in run]) if run else []
-        versions = []
-        applied = []
-        for index in run:
-            change = changes[index]
-            assert change.resource is not None
-            try:
-                require_valid_key(change.resource_type, change.id)
-            except FhirError as exc:
-                raise ChangeFailed(index, exc) from exc
-            stored = next_version(
-                self._clock,
-                change.resource_type,
-                change.id,
-                current=None,
-                method="create",
-                resource=change.resource,
-            )
-            versions.append((self._values(stored), self._rows(stored, change.resource)))
-            applied.append(Applied(stored, True))
-        try:
-            await self._session.execute(self._sql.bulk.steps(versions))
-        except FhirError as exc:
-            raise ChangeFailed(run[0], exc) from exc
+                raise ChangeFailed(position, exc) from exc
+            position += 1
         return applied
 
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
