@@ -256,7 +256,7 @@ class ApswEngine:
             raise SQLITE.map_error(exc, str(db)) or exc from exc
         reader, writer = connections
         writer.set_busy_handler(poll_for_the_lock(busy_timeout_ms))
-        for pragma in WRITER_PRAGMAS:  # checkpoints run on their own thread (.checkpoint)
+        for pragma in WRITER_PRAGMAS:  # see .checkpoint: checkpoints on their own thread
             writer.execute(f"PRAGMA {pragma}").fetchall()
         return cls(db, reader, writer)
 
