@@ -43,7 +43,7 @@ from healthbridge.fhir.errors import Unavailable
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.memory import MemoryRepository
 from healthbridge.store.repository import Repository
-from healthbridge.store.sql import migrate_async, open_repository
+from healthbridge.store.sql import migrate_async, open_repository, text_index
 from healthbridge.store.sql.tables import metadata
 
 T = TypeVar("T")
@@ -134,8 +134,8 @@ def postgres_database() -> Iterator[PostgresDatabase]:
 
 async def empty_postgres(url: str) -> None:
     """Remove every row of the HealthBridge tables and restart their sequences."""
-    tables = ", ".join(table.name for table in metadata.sorted_tables)
-    await _admin(url, f"TRUNCATE {tables} RESTART IDENTITY")
+    names = [table.name for table in metadata.sorted_tables] + [text_index.TABLE]
+    await _admin(url, f"TRUNCATE {', '.join(names)} RESTART IDENTITY")
 
 
 @asynccontextmanager

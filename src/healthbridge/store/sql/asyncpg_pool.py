@@ -55,6 +55,14 @@ def map_driver_error(
     "database is not currently accepting connections").
     """
     mapped = POSTGRESQL.map_error(exc, where)
+    if mapped is None and isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The client's protocol state is broken (seen when the server drops the connection in
+        # the middle of a COPY): the connection cannot be used again, so it is closed, and the
+        # server rolls back whatever the transaction wrote.
+        if connection is not None:
+            with suppress(Exception):
+                connection.terminate()
+        mapped = POSTGRESQL.map_error(ConnectionError(f"connection broken: {exc}"), where)
     if mapped is None and connecting and isinstance(exc, asyncpg.PostgresError):
         mapped = POSTGRESQL.map_error(ConnectionError(f"cannot connect: {exc}"), where)
     if mapped is None and connection is not None and lost(connection):

@@ -31,7 +31,9 @@ Version = tuple[dict[str, Any], VersionIndex]
 _PG_TEXT_INSERT = (
     f"INSERT INTO {text_index.TABLE} (rkey, narrative, content) "
     "SELECT r, n::tsvector, c::tsvector "
-    "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(r, n, c)"
+    "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(r, n, c) "
+    # A text row left without its resource (none should be) is replaced, as single writes do.
+    "ON CONFLICT (rkey) DO UPDATE SET narrative = excluded.narrative, content = excluded.content"
 )
 
 
