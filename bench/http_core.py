@@ -27,7 +27,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +66,26 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def process(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def process(
+    cmd: list[str], env: dict[str, str], ready_url: str, log: Path, ready_s: float = 60.0
+) -> Iterator[int]:
+    """Start ``cmd`` in its own session, wait for ``ready_url``, yield its pid; stop the whole
+    process group after (SIGTERM, then SIGKILL after 30 s)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            wait_http(ready_url)
-            yield
+            wait_http(ready_url, timeout=ready_s)
+            yield proc.pid
         finally:
-            os.killpg(proc.pid, 15)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
                 proc.wait()
 
 

@@ -38,8 +38,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ try:
 except ImportError:  # the project's test extra installs the httpx2 distribution
     import httpx2 as httpx  # type: ignore[no-redef]
 
-from bench.http_core import free_port, healthbridge, sekmet_python, wait_http
+from bench.http_core import free_port, healthbridge, process, sekmet_python
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -365,27 +364,6 @@ class RssSampler:
         self._thread.join()
 
 
-@contextmanager
-def server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[int]:
-    """Start ``cmd`` in its own session, wait for ``ready_url``, yield its pid; stop it after."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            wait_http(ready_url, timeout=120.0)
-            yield proc.pid
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
-                proc.wait()
-
-
 def measure(
     name: str,
     cmd: list[str],
@@ -400,7 +378,7 @@ def measure(
     print(f"{name}: loading {len(bundles)} Bundles from {args.clients} clients ...", flush=True)
     result: dict[str, Any] = {"server": name, "loadavg_before": os.getloadavg()}
     try:
-        with server(cmd, env, ready_url, log) as pid:
+        with process(cmd, env, ready_url, log, ready_s=120.0) as pid:
             sampler = RssSampler(pid).start()
             idle_kib = sampler.current_kib()
             try:
