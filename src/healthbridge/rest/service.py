@@ -47,9 +47,9 @@ CONDITIONAL_AT_ONCE = 4
 searches on a second one: waiting for the named lock in process first, and bounding how many
 run at once, keeps them from exhausting the connection pool and waiting on each other."""
 
-PATCH_ATTEMPTS = 12
-"""Tries of one PATCH without If-Match while other writers change the resource; each round at
-least one writer succeeds, so this many concurrent patches of one resource all get through."""
+PATCH_ATTEMPTS = 4
+"""Lock-free tries of one PATCH without If-Match while other writers change the resource, before
+it takes its turn under a lock (:meth:`FhirService.patch`)."""
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -260,8 +260,9 @@ class FhirService:
         list or a FHIRPath Patch Parameters resource, see :meth:`apply_patch`), checked as an
         update is, and stored as the next version. Without ``If-Match`` the patch applies to
         whatever version is current when it is stored: when another writer gets in between, it
-        is applied again to the newer version (up to :data:`PATCH_ATTEMPTS` times, with a
-        jittered pause)."""
+        is applied again to the newer version, first without locks (up to
+        :data:`PATCH_ATTEMPTS` times, with a jittered pause), then holding a lock on the
+        resource that concurrent patches take turns on, so that every one gets through."""
         self.check_type(resource_type)
         self.check_id(id)
         for attempt in range(PATCH_ATTEMPTS):
@@ -283,6 +284,23 @@ class FhirService:
                     raise
                 continue  # changed since we read it: patch the newer version
             return stored
+        return await self._patch_in_turn(resource_type, id, patch)
+
+    async def _patch_in_turn(self, resource_type: str, id: str, patch: Any) -> StoredResource:
+        """The patch applied under a lock per resource: concurrent patches queue instead of
+        racing; only a writer that does not patch (a PUT, a DELETE) can still get in between,
+        and then the patch is applied to its version."""
+        async with self.locked([f"patch {resource_type}/{id}"]) as tx:
+            for _ in range(PATCH_ATTEMPTS):
+                current = await tx.read(resource_type, id)
+                resource = self.apply_patch(
+                    resource_type, id, jsonformat.loads(current.content), patch
+                )
+                try:
+                    stored, _ = await tx.update(resource_type, id, resource, current.version_id)
+                except PreconditionFailed:
+                    continue
+                return stored
         raise Conflict(f"{resource_type}/{id} is being changed concurrently; retry the PATCH")
 
     def apply_patch(self, resource_type: str, id: str, current: Resource, patch: Any) -> Resource:
