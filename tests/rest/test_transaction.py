@@ -384,3 +384,16 @@ def test_patch_entries_json_patch_and_fhirpath_patch(client: TestClient) -> None
     assert refused.status_code == 422
     assert "Bundle.entry[1]" in refused.json()["issue"][0]["diagnostics"]
     assert count(client, f"Patient?identifier={MRN}|32") == 0
+
+
+def test_a_read_of_an_unknown_type_fails_the_transaction_before_any_write(
+    client: TestClient,
+) -> None:
+    """trules: a transaction fails as a whole when an entry cannot succeed; a read of a type
+    the server does not have is found before the writes run."""
+    response = client.post("/fhir", json=tx(post(patient("40")), get("Spaceship/1")))
+    assert response.status_code == 404
+    assert "Bundle.entry[1]" in response.json()["issue"][0]["diagnostics"]
+    assert count(client, f"Patient?identifier={MRN}|40") == 0
+    system = client.post("/fhir", json=tx(get("?_type=Patient"), get("_history")))
+    assert [e["response"]["status"] for e in system.json()["entry"]] == ["200 OK"] * 2

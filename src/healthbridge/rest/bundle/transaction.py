@@ -111,8 +111,10 @@ class TransactionRun:
 
     # -- checks ---------------------------------------------------------------------------
     def _check_type(self, entry: Entry) -> None:
-        if entry.method not in WRITES:
-            return
+        """Unknown types and malformed ids fail the transaction before anything is written,
+        reads included (a read of a type this server does not have could never succeed)."""
+        if entry.method not in WRITES and entry.resource_type[:1] in ("", "_", "$"):
+            return  # a system-level read: [base]?..., _history, $operation
         try:
             self.service.check_type(entry.resource_type)
             if entry.id is not None:
