@@ -96,6 +96,7 @@ def test_placeholders_are_replaced_everywhere(client: TestClient) -> None:
     entries = body["entry"]
     assert [e["response"]["status"] for e in entries] == ["201 Created"] * 3
     obs_ref, patient_ref, org_ref = (located(e) for e in entries)
+    assert entries[1]["fullUrl"] == f"http://testserver/fhir/{patient_ref}"
     assert patient_ref.startswith("Patient/") and org_ref.startswith("Organization/")
     stored = client.get(f"/fhir/{obs_ref}").json()
     assert stored["subject"]["reference"] == patient_ref

@@ -73,19 +73,24 @@ class BundleProcessor:
             return await replay(self.dispatch, request, entry)
 
         if kind == "transaction":
-            answers = await TransactionRun(self.service, entries, answer, prefer).run()
+            answers = await TransactionRun(self.service, entries, answer, prefer, base_url).run()
         else:
-            answers = [await self._batch_entry(entry, answer, prefer) for entry in entries]
+            answers = [
+                await self._batch_entry(entry, answer, prefer, base_url) for entry in entries
+            ]
         return bundles.bundle(f"{kind}-response", answers, [])
 
-    async def _batch_entry(self, entry: Entry, answer: Answer, prefer: str) -> dict[str, Any]:
+    async def _batch_entry(
+        self, entry: Entry, answer: Answer, prefer: str, base_url: str
+    ) -> dict[str, Any]:
         """One batch entry on its own: a write is a transaction of that one entry (so it
         behaves exactly as it would in a transaction), a read goes through the router; a
         failure is this entry's answer only (http.html#brules)."""
         if entry.method not in WRITES:
             return await answer(entry)
         try:
-            [answered] = await TransactionRun(self.service, [entry], answer, prefer).run()
+            run = TransactionRun(self.service, [entry], answer, prefer, base_url)
+            [answered] = await run.run()
         except FhirError as exc:
             return error_entry(exc)
         return answered

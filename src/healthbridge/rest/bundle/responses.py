@@ -29,8 +29,11 @@ def status_line(code: int) -> str:
         return str(code)
 
 
-def stored_entry(stored: StoredResource, status: int, prefer: str) -> dict[str, Any]:
-    """The entry answering a write (or a conditional create's match) of ``stored``."""
+def stored_entry(
+    stored: StoredResource, status: int, prefer: str, base_url: str = ""
+) -> dict[str, Any]:
+    """The entry answering a write (or a conditional create's match) of ``stored``;
+    ``fullUrl`` is absolute when the base URL is known."""
     response: dict[str, Any] = {"status": status_line(status)}
     if not stored.deleted:
         response["location"] = f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
@@ -38,7 +41,8 @@ def stored_entry(stored: StoredResource, status: int, prefer: str) -> dict[str, 
     response["lastModified"] = format_instant(stored.last_updated)
     entry: dict[str, Any] = {}
     if not stored.deleted:
-        entry["fullUrl"] = f"{stored.resource_type}/{stored.id}"
+        base = f"{base_url.rstrip('/')}/" if base_url else ""
+        entry["fullUrl"] = f"{base}{stored.resource_type}/{stored.id}"
         if prefer == "representation":
             entry["resource"] = msgspec.Raw(stored.content)
         elif prefer == "OperationOutcome":
@@ -50,18 +54,18 @@ def stored_entry(stored: StoredResource, status: int, prefer: str) -> dict[str, 
 
 
 def write_entry(
-    found: StoredResource | None, applied: Applied | None, prefer: str
+    found: StoredResource | None, applied: Applied | None, prefer: str, base_url: str = ""
 ) -> dict[str, Any]:
     """The entry answering one write of a transaction (``found``: what an ifNoneExist
     matched, when nothing was written)."""
     if found is not None:  # http.html#ccreate: the match, as is
-        return stored_entry(found, 200, prefer)
+        return stored_entry(found, 200, prefer, base_url)
     if applied is None or applied.stored is None:  # a delete of nothing
         return {"response": {"status": status_line(204)}}
     stored = applied.stored
     if stored.deleted:
-        return stored_entry(stored, 204, prefer)
-    return stored_entry(stored, 201 if applied.created else 200, prefer)
+        return stored_entry(stored, 204, prefer, base_url)
+    return stored_entry(stored, 201 if applied.created else 200, prefer, base_url)
 
 
 def error_entry(error: FhirError) -> dict[str, Any]:

@@ -76,12 +76,18 @@ class TransactionRun:
     """One transaction Bundle's entries, run by :meth:`run`."""
 
     def __init__(
-        self, service: FhirService, entries: list[Entry], answer: Answer, prefer: str
+        self,
+        service: FhirService,
+        entries: list[Entry],
+        answer: Answer,
+        prefer: str,
+        base_url: str = "",
     ) -> None:
         self.service = service
         self.entries = entries
         self.answer = answer
         self.prefer = prefer
+        self.base_url = base_url
         self._links: dict[int, Links] = {}
 
     async def run(self) -> list[dict[str, Any]]:
@@ -101,7 +107,7 @@ class TransactionRun:
             plan = await self._plan(writes, links, self.service.repository.read)
             applied = await self._apply(plan, None)
         answers = {
-            s.entry.index: write_entry(s.found, a, self.prefer)
+            s.entry.index: write_entry(s.found, a, self.prefer, self.base_url)
             for s, a in zip(plan.steps, applied, strict=True)
         }
         for entry in self.entries:
