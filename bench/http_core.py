@@ -225,7 +225,9 @@ def sekmet_python(work: Path) -> Path:
     return python
 
 
-def bench_sekmet(work: Path, duration: int) -> dict[str, Any]:
+def sekmet_server(work: Path) -> tuple[list[str], dict[str, str], str]:
+    """The command, environment and FHIR base of a fresh sekmet-fhir (simulator off, its own
+    SQLite under ``work/sekmet``)."""
     python = sekmet_python(work)
     port = free_port()
     data = work / "sekmet"
@@ -237,10 +239,12 @@ def bench_sekmet(work: Path, duration: int) -> dict[str, Any]:
     )
     sekmet = str(python.parent / "sekmet")
     cmd = [sekmet, "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}/fhir"
-    with process(
-        cmd, {**os.environ, "SEKMET_CONFIG": str(config)}, f"{base}/metadata", work / "sekmet.log"
-    ):
+    return cmd, {**os.environ, "SEKMET_CONFIG": str(config)}, f"http://127.0.0.1:{port}/fhir"
+
+
+def bench_sekmet(work: Path, duration: int) -> dict[str, Any]:
+    cmd, env, base = sekmet_server(work)
+    with process(cmd, env, f"{base}/metadata", work / "sekmet.log"):
         created = post_json(f"{base}/Patient", PATIENT)
         url = f"{base}/Patient/{created['id']}"
         run_wrk(url, 2, 64)

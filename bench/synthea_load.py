@@ -48,7 +48,7 @@ try:
 except ImportError:  # the project's test extra installs the httpx2 distribution
     import httpx2 as httpx  # type: ignore[no-redef]
 
-from bench.http_core import free_port, healthbridge, process, sekmet_python
+from bench.http_core import free_port, healthbridge, process, sekmet_python, sekmet_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -422,29 +422,11 @@ def sekmet_run(work: Path, bundles: list[BundleFile], args: argparse.Namespace) 
     ``POST /fhir`` with a transaction Bundle runs ``sekmet.fhir.bundle.process_bundle`` (all
     entries in one SQLite transaction, urn:uuid references rewritten)."""
     python = sekmet_python(work)
-    port = free_port()
-    data = work / "sekmet"
-    data.mkdir(exist_ok=True)
-    config = data / "settings.yaml"
-    config.write_text(
-        f"host: 127.0.0.1\nport: {port}\nbase_url: http://127.0.0.1:{port}/fhir\n"
-        f"data_dir: {data}\nlog_inbound: false\nsimulator:\n  enabled: false\n"
-    )
-    cmd = [
-        str(python.parent / "sekmet"),
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    base = f"http://127.0.0.1:{port}/fhir"
+    cmd, env, base = sekmet_server(work)
     result = measure(
         "sekmet-fhir",
         cmd,
-        {**os.environ, "SEKMET_CONFIG": str(config)},
+        env,
         f"{base}/metadata",
         base,
         work / "sekmet.log",
