@@ -33,10 +33,10 @@ from healthbridge.rest.bundle import BundleLimits, BundleProcessor
 from healthbridge.rest.capabilities import Capabilities
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response, internal_error_response, outcome_response
-from healthbridge.rest.http import HttpLimits
+from healthbridge.rest.http import BASE_PATH, PREFIX, HttpLimits
 from healthbridge.rest.operations import reindex, validate
 from healthbridge.rest.operations.registry import OperationRegistry
-from healthbridge.rest.routes import BASE_PATH, PREFIX, Router
+from healthbridge.rest.routes import Router
 from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository

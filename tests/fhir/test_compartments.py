@@ -4,7 +4,7 @@ lists for its type."""
 
 from __future__ import annotations
 
-from healthbridge.fhir.compartments import compartment_owners, in_compartment
+from healthbridge.fhir.compartments import compartment_owners
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.search import Indexer
 
@@ -53,5 +53,5 @@ def test_references_that_are_not_patients_or_not_compartment_links_do_not_count(
     }
     assert owners(contained) == set()
     assert owners({"resourceType": "Organization", "id": "o"}) == set()
-    assert not in_compartment(DEFS, "Patient", "Organization")
-    assert in_compartment(DEFS, "Patient", "Observation")
+    assert not DEFS.compartment_params("Patient", "Organization")
+    assert DEFS.compartment_params("Patient", "Observation")

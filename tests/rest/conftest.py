@@ -3,7 +3,7 @@ backend: the in-memory fake, SQLite and PostgreSQL (skipped with a reason when u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -11,6 +11,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from healthbridge.app import create_app
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.fhir.validation import Validator
+from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
 from tests.support import databases
@@ -73,3 +77,23 @@ def client(
 def memory_client(tmp_path: Path) -> Iterator[TestClient]:
     with make_client("memory", tmp_path) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def repository(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Repository]:
+    """An empty backend of the parametrised kind, for tests that drive the service layer
+    directly (many concurrent calls in one event loop)."""
+    postgres: PostgresDatabase | None = None
+    if backend == "postgresql":
+        postgres = request.getfixturevalue("postgres_database")
+        postgres.require()
+    async with open_backend(backend, tmp_path, postgres) as repo:  # type: ignore[arg-type]
+        yield repo
+
+
+def fhir_service(repository: Repository) -> FhirService:
+    """The FHIR service over ``repository`` with the R4 definitions, as the app builds it."""
+    definitions = load_definitions()
+    return FhirService(repository, definitions, Validator(definitions), SearchParser(definitions))

@@ -10,12 +10,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from healthbridge.fhir.definitions import load_definitions
-from healthbridge.fhir.search.parse import SearchParser
-from healthbridge.fhir.validation import Validator
-from healthbridge.rest.service import FhirService
-from tests.rest.conftest import make_client
-from tests.support.databases import PostgresDatabase, open_backend
+from healthbridge.store.repository import Repository
+from tests.rest.conftest import fhir_service, make_client
+from tests.support.databases import PostgresDatabase
 
 
 def patient(value: str, **more: Any) -> dict[str, Any]:
@@ -63,27 +60,20 @@ def test_conditional_update_creates_updates_or_refuses(client: TestClient) -> No
     assert client.put("/fhir/Patient", json=patient("8")).status_code == 400  # no criteria
 
 
-async def test_parallel_conditional_creates_make_exactly_one(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+async def test_parallel_conditional_creates_make_exactly_one(repository: Repository) -> None:
     """Issue 4: 20-50 parallel conditional creates with the same If-None-Exist make one."""
-    postgres: PostgresDatabase | None = (
-        request.getfixturevalue("postgres_database") if backend == "postgresql" else None
-    )
-    definitions = load_definitions()
-    async with open_backend(backend, tmp_path, postgres) as repo:  # type: ignore[arg-type]
-        service = FhirService(repo, definitions, Validator(definitions), SearchParser(definitions))
-        results = await asyncio.gather(
-            *(
-                service.conditional_create("Patient", patient("42"), "identifier=urn:mrn|42")
-                for _ in range(30)
-            )
+    service = fhir_service(repository)
+    results = await asyncio.gather(
+        *(
+            service.conditional_create("Patient", patient("42"), "identifier=urn:mrn|42")
+            for _ in range(30)
         )
-        ids = {stored.id for stored, _ in results}
-        assert len(ids) == 1
-        assert sum(created for _, created in results) == 1
-        query = SearchParser(definitions).parse("Patient", [("identifier", "urn:mrn|42")])
-        assert len((await repo.search(query)).matches) == 1
+    )
+    ids = {stored.id for stored, _ in results}
+    assert len(ids) == 1
+    assert sum(created for _, created in results) == 1
+    query = service.search.parse("Patient", [("identifier", "urn:mrn|42")])
+    assert len((await repository.search(query)).matches) == 1
 
 
 def test_conditional_delete_one_none_or_refuses_several(client: TestClient) -> None:

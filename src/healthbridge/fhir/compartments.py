@@ -40,8 +40,3 @@ def compartment_owners(
         ):
             owners.add(value.target_id)
     return owners
-
-
-def in_compartment(definitions: Definitions, compartment: str, resource_type: str) -> bool:
-    """True when resources of ``resource_type`` can be in ``compartment`` at all."""
-    return bool(definitions.compartment_params(compartment, resource_type))

@@ -8,7 +8,7 @@ returns its inclusive start and exclusive end in UTC. Times without a timezone a
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 _DATETIME = re.compile(
@@ -18,42 +18,11 @@ _DATETIME = re.compile(
 )
 
 
-def _next_month(year: int, month: int) -> datetime:
-    return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-
-
 def parse_period(value: str) -> tuple[datetime, datetime]:
-    """``[start, end)`` of a FHIR date/dateTime/instant string; ValueError when invalid."""
-    match = _DATETIME.fullmatch(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a FHIR date or dateTime")
-    g = match.groupdict()
-    year = int(g["y"])
-    if g["m"] is None:
-        start = datetime(year, 1, 1, tzinfo=UTC)
-        return start, datetime(year + 1, 1, 1, tzinfo=UTC)
-    month = int(g["m"])
-    if g["d"] is None:
-        start = datetime(year, month, 1, tzinfo=UTC)
-        return start, _next_month(year, month)
-    day = int(g["d"])
-    if g["H"] is None:
-        start = datetime(year, month, day, tzinfo=UTC)
-        return start, start + timedelta(days=1)
-    micro = int((g["f"] or ".0")[1:7].ljust(6, "0"))
-    second = int(g["S"] or 0)
-    tz: timezone = UTC
-    if g["tz"] and g["tz"] != "Z":
-        sign = 1 if g["tz"][0] == "+" else -1
-        hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
-        tz = timezone(timedelta(minutes=sign * (hours * 60 + minutes)))
-    start = datetime(year, month, day, int(g["H"]), int(g["M"]), second, micro, tzinfo=tz)
-    start = start.astimezone(UTC)
-    if g["S"] is None:
-        return start, start + timedelta(minutes=1)
-    if g["f"] is None:
-        return start, start + timedelta(seconds=1)
-    return start, start + timedelta(microseconds=1)
+    """``[start, end)`` of a FHIR date/dateTime/instant string, as UTC datetimes (from
+    :func:`period_micros`, the one parser); ValueError when invalid."""
+    start, end = period_micros(value)
+    return from_micros(start), from_micros(end)
 
 
 def parse_instant(value: str) -> datetime:

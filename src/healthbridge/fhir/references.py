@@ -8,7 +8,7 @@ https://hl7.org/fhir/R4/bundle.html#references.
   every string in a resource, at any depth (extensions and contained resources included).
 * Conditional references (http.html#trules, "Conditional References"): a ``Reference.reference``
   of the form ``Patient?identifier=sys|v`` is a search the server resolves to exactly one
-  resource. :func:`conditional_references` lists them.
+  resource. :func:`find_links` finds them (``Links.conditional``).
 
 Pure functions over plain dicts; they change the resource in place (it belongs to the bundle
 being processed).
@@ -22,13 +22,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-PLACEHOLDER_PREFIXES = ("urn:uuid:", "urn:oid:")
 _CONDITIONAL = re.compile(r"[A-Z][A-Za-z]{1,63}\?.+", re.DOTALL)
 _NARRATIVE_LINK = re.compile(r"""\b(href|src)\s*=\s*(["'])(.*?)\2""", re.IGNORECASE)
-
-
-def is_placeholder(url: str) -> bool:
-    return url.startswith(PLACEHOLDER_PREFIXES)
 
 
 def is_conditional(reference: str) -> bool:
@@ -96,11 +91,6 @@ def find_links(
                 elif isinstance(item, dict | list):
                     stack.append(item)
     return links
-
-
-def conditional_references(resource: Any) -> set[str]:
-    """Every conditional ``reference`` value in ``resource``."""
-    return find_links(resource, frozenset()).conditional
 
 
 def rewrite(resource: Any, mapping: Mapping[str, str]) -> None:

@@ -22,6 +22,9 @@ from healthbridge.rest.errors import FHIR_JSON
 from healthbridge.store.repository import StoredResource
 
 Filter = Callable[[bytes], bytes]
+PREFIX = "/fhir/"
+BASE_PATH = "/fhir"
+"""Where the FHIR API is mounted (every FHIR URL starts with PREFIX, or is BASE_PATH)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
+from healthbridge.rest.http import PREFIX
 from healthbridge.rest.interactions import (
     bundle,
     conditional_delete,
@@ -37,8 +38,6 @@ from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
-PREFIX = "/fhir/"
-BASE_PATH = "/fhir"
 
 
 @dataclass(frozen=True, slots=True)

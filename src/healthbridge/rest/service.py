@@ -154,14 +154,15 @@ class FhirService:
             raise InvalidRequest(f"{what} needs search criteria, e.g. identifier=system|value")
         return replace(query, count=2, includes=(), total=None), f"{resource_type}?{sorted(pairs)}"
 
-    async def _matches(self, query: SearchQuery) -> list[StoredResource]:
-        return (await self.repository.search(query)).matches
-
-    @asynccontextmanager
-    async def _turn(self, name: str) -> AsyncIterator[Transaction]:
-        """A unit of work holding the lock ``name`` (in this process, then in the database)."""
-        async with self.locked([name]) as tx:
-            yield tx
+    async def single_match(self, query: SearchQuery, criteria: str) -> StoredResource | None:
+        """The one resource a conditional operation's ``query`` finds, None when none does;
+        several are 412 (http.html#ccreate, #cond-update, #patch)."""
+        found = (await self.repository.search(query)).matches
+        if len(found) > 1:
+            raise PreconditionFailed(
+                f"The criteria {criteria} match several resources", code="multiple-matches"
+            )
+        return found[0] if found else None
 
     @asynccontextmanager
     async def locked(self, names: Sequence[str]) -> AsyncIterator[Transaction]:
@@ -186,12 +187,10 @@ class FhirService:
         self.check_type(resource_type)
         query, name = self.criteria(resource_type, criteria, "If-None-Exist")
         resource = self.check_body(resource_type, body)
-        async with self._turn(name) as tx:
-            found = await self._matches(query)
-            if len(found) > 1:
-                raise PreconditionFailed(f"If-None-Exist: {criteria} matches several resources")
-            if found:
-                return found[0], False
+        async with self.locked([name]) as tx:
+            found = await self.single_match(query, f"If-None-Exist {criteria}")
+            if found is not None:
+                return found, False
             return await tx.create(resource_type, resource), True
 
     async def conditional_update(
@@ -203,16 +202,14 @@ class FhirService:
         self.check_type(resource_type)
         query, name = self.criteria(resource_type, criteria, "A conditional update")
         resource = self.check_body(resource_type, body)
-        async with self._turn(name) as tx:
-            found = await self._matches(query)
-            if len(found) > 1:
-                raise PreconditionFailed(f"The criteria {criteria} match several resources")
-            if not found:
+        async with self.locked([name]) as tx:
+            found = await self.single_match(query, criteria)
+            if found is None:
                 given = resource.get("id")
                 if isinstance(given, str):
                     return await tx.update(resource_type, given, resource, if_match)
                 return await tx.create(resource_type, resource), True
-            target = found[0].id
+            target = found.id
             if resource.get("id", target) != target:
                 raise InvalidRequest(
                     f"The body's id must be {target!r}, the resource the criteria match",
@@ -229,7 +226,7 @@ class FhirService:
         self.check_type(resource_type)
         query, name = self.criteria(resource_type, criteria, "A conditional delete")
         limit = MAX_CONDITIONAL_DELETES if multiple else 1
-        async with self._turn(name) as tx:
+        async with self.locked([name]) as tx:
             page = await self.repository.search(replace(query, count=limit + 1))
             if len(page.matches) > limit:
                 raise PreconditionFailed(
@@ -246,12 +243,10 @@ class FhirService:
         :meth:`patch` does; no match is 404, several are 412."""
         self.check_type(resource_type)
         query, _ = self.criteria(resource_type, criteria, "A conditional patch")
-        found = await self._matches(query)
-        if len(found) > 1:
-            raise PreconditionFailed(f"The criteria {criteria} match several resources")
-        if not found:
+        found = await self.single_match(query, criteria)
+        if found is None:
             raise NotFound(f"The criteria {criteria} match no {resource_type}")
-        return await self.patch(resource_type, found[0].id, patch, if_match)
+        return await self.patch(resource_type, found.id, patch, if_match)
 
     async def patch(
         self, resource_type: str, id: str, patch: Any, if_match: int | None

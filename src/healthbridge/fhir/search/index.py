@@ -81,19 +81,13 @@ class CompiledParameter:
     accessor: Accessor
     components: tuple[tuple[str, Accessor], ...] = ()
 
-    def values(self, resource: Resource, memo: Memo | None = None) -> list[IndexValue]:
-        """The index values of this parameter; ``memo`` shares the selections of identical
-        expressions between the parameters of one resource (``code`` and ``combo-code``). It is
-        keyed by focus identity, so it is not shared with fhirpathpy-selected foci, which may be
-        copies."""
-        keys = self.accessor.root_keys
-        if keys is not None and resource.keys().isdisjoint(keys):
-            return []
-        return self.select(resource, {} if memo is None else memo)
-
     def select(self, resource: Resource, memo: Memo | None) -> list[IndexValue]:
-        """:meth:`values` without the root-key check; ``memo`` None when no other parameter
-        selects the same."""
+        """The index values of this parameter in ``resource`` (the caller has checked that the
+        resource has the properties it reads: ``accessor.root_keys``). ``memo`` shares the
+        selections of identical expressions between the parameters of one resource (``code``
+        and ``combo-code``); it is keyed by focus identity, so it is not shared with
+        fhirpathpy-selected foci, which may be copies. None when no other parameter selects
+        the same."""
         memo = memo if self.accessor.compiled else None
         if not self.components:
             return _extract(self.kind, self.accessor, resource, resource, memo)

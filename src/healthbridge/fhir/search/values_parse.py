@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
-from healthbridge.fhir.datetimes import parse_period, to_micros
+from healthbridge.fhir.datetimes import period_micros
 from healthbridge.fhir.definitions import Definitions, SearchParameter
 from healthbridge.fhir.search.escaping import split_unescaped, unescape
 from healthbridge.fhir.search.near import parse_near
@@ -64,13 +64,13 @@ def parse_number(raw: str) -> NumberQuery:
 def parse_date(raw: str) -> DateQuery:
     prefix, text = _prefix(raw)
     try:
-        start, end = parse_period(text)
+        start, end = period_micros(text)
     except (ValueError, OverflowError):
         raise ValueError(
             f"{raw!r} is not a date; use e.g. 2020, 2020-03, 2020-03-04 or "
             "2020-03-04T10:00:00Z, optionally after a prefix such as ge"
         ) from None
-    return DateQuery(prefix, to_micros(start), to_micros(end))
+    return DateQuery(prefix, start, end)
 
 
 def _split_bar(raw: str, parts: int) -> list[str]:

@@ -25,9 +25,9 @@ from healthbridge.rest import negotiation
 from healthbridge.rest.bundle.entries import Entry
 from healthbridge.rest.bundle.responses import status_line
 from healthbridge.rest.errors import error_response
+from healthbridge.rest.http import PREFIX
 
 Dispatch = Callable[[Request], Awaitable[Response]]
-PREFIX = "/fhir/"
 
 
 def _scope(outer: Scope, entry: Entry) -> Scope:

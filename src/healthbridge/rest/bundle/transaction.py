@@ -218,16 +218,10 @@ class TransactionRun:
 
     async def _match(self, entry: Entry, *, allow_none: bool) -> StoredResource | None:
         query, _ = self._criteria(entry)
-        found = (await self.service.repository.search(query)).matches
-        if len(found) > 1:
-            raise PreconditionFailed(
-                f"The criteria of {entry.method} {entry.if_none_exist or entry.url} match "
-                "several resources",
-                code="multiple-matches",
-            )
-        if not found and not allow_none:
+        found = await self.service.single_match(query, entry.if_none_exist or entry.url)
+        if found is None and not allow_none:
             raise NotFound(f"The criteria {entry.url} match no resource")
-        return found[0] if found else None
+        return found
 
     def _claim(self, plan: _Plan, step: _Step) -> None:
         entry = step.entry

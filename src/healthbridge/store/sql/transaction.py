@@ -175,9 +175,6 @@ class SqlTransaction(VersionWriter):
         version_id, last_updated, deleted = row
         return Current(version_id, from_micros(last_updated), bool(deleted))
 
-    def _values(self, stored: StoredResource) -> dict[str, object]:
-        return version_values(stored)
-
     def _rows(self, stored: StoredResource, resource: Resource | None) -> VersionIndex:
         if resource is not None:
             found = self._prepared.get(id(resource))
@@ -224,10 +221,10 @@ class SqlTransaction(VersionWriter):
 
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
         rows = self._rows(stored, resource)
-        first, then = self._sql.writes.first(self._values(stored), rows)
+        first, then = self._sql.writes.first(version_values(stored), rows)
         return await self._session.execute_chain(first, then)
 
     async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
         rows = self._rows(stored, resource)
-        first, then = self._sql.writes.next(self._values(stored), rows)
+        first, then = self._sql.writes.next(version_values(stored), rows)
         return await self._session.execute_chain(first, then)
