@@ -5,7 +5,8 @@ granular filters carried along."""
 
 from __future__ import annotations
 
-from healthbridge.security.decisions import AccessContext, decide
+from healthbridge.security.context import AccessContext
+from healthbridge.security.decisions import decide
 from healthbridge.security.scopes import parse_scopes
 
 LAB = "category=laboratory"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from healthbridge.security.scopes import Context, Scopes
+from healthbridge.security.context import AccessContext
+from healthbridge.security.scopes import Context
 
 PERMISSION_OF = {
     "read": "r",
@@ -35,17 +36,6 @@ PERMISSION_OF = {
 
 CONTEXT_ORDER: tuple[Context, ...] = ("system", "user", "patient")
 """The broadest grant wins: a ``user/`` or ``system/`` grant is not held to one patient."""
-
-
-@dataclass(frozen=True, slots=True)
-class AccessContext:
-    """Who is asking: the token's scopes and launch context."""
-
-    scopes: Scopes
-    patient: str | None = None  # the launch patient (patient/ scopes need it)
-    encounter: str | None = None
-    fhir_user: str | None = None  # e.g. "Practitioner/123"
-    client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,48 @@
+"""Who is asking: the access context of one request, and how a request's credentials become one.
+
+https://hl7.org/fhir/smart-app-launch/app-launch.html#response-5 (launch context in the token
+response) and https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html. An
+:class:`AccessContext` is what a verified access token says: the granted scopes, the launch
+patient and encounter, the signed-in user (``fhirUser``), the client, and the token's identity
+(``jti``, the grant it belongs to) for audit and revocation. The :class:`Authenticator` (the
+authorization server's token verifier, built by the app) turns an ``Authorization`` header into
+one; the enforcing repository (:mod:`healthbridge.security.access`) applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from healthbridge.security.scopes import Scopes, parse_scopes
+
+
+@dataclass(frozen=True, slots=True)
+class AccessContext:
+    """Who is asking: the token's scopes and launch context."""
+
+    scopes: Scopes
+    patient: str | None = None  # the launch patient id (patient/ scopes need it)
+    encounter: str | None = None  # the launch encounter id
+    fhir_user: str | None = None  # e.g. "Practitioner/123"
+    client_id: str | None = None
+    subject: str | None = None  # the user's account name, or the client id for backend services
+    jti: str | None = None  # the access token's id (audit, revocation)
+    grant: str | None = None  # the authorization grant the token came from
+    roles: frozenset[str] = field(default_factory=frozenset)  # e.g. {"admin"}, {"auditor"}
+    unrestricted: bool = False
+    """True only for ``--no-auth`` development mode and in-process callers: no checks at all."""
+
+
+UNRESTRICTED = AccessContext(parse_scopes("system/*.cruds"), subject="no-auth", unrestricted=True)
+"""The context of ``--no-auth`` mode and of the server's own internal work."""
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, authorization: str | None) -> AccessContext:
+        """The context of the request whose ``Authorization`` header is ``authorization``.
+
+        Raises :class:`healthbridge.fhir.errors.Unauthorized` (401 with a
+        ``WWW-Authenticate: Bearer`` header, ``error="invalid_token"`` when a token was given
+        but is expired, wrongly signed, revoked or for another audience)."""
+        ...
