@@ -152,6 +152,7 @@ def healthbridge(
         "HEALTHBRIDGE_DATABASE": database,
         "HEALTHBRIDGE_WORKERS": str(workers),
         "HEALTHBRIDGE_PORT": str(port),
+        "HEALTHBRIDGE_NO_AUTH": "true",  # the load benchmarks measure storage, not tokens
         "HEALTHBRIDGE_ACCESS_LOG": os.environ.get("HEALTHBRIDGE_ACCESS_LOG", "true"),
     }
     return [sys.executable, "-m", "healthbridge.cli", "serve"], env

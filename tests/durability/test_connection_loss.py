@@ -87,7 +87,9 @@ class Api:
 
 @contextmanager
 def running_app(url: str, tmp_path: Path, bound: float = REQUEST_S) -> Iterator[Api]:
-    settings = Settings(data_dir=tmp_path, access_log=False, database=url, log_level="error")
+    settings = Settings(
+        data_dir=tmp_path, access_log=False, database=url, log_level="error", no_auth=True
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         api = Api(client, bound)
         try:

@@ -24,7 +24,7 @@ from tests.support.databases import BACKEND_PARAMS, PostgresDatabase, open_backe
 def make_client(
     kind: str, tmp_path: Path, postgres: PostgresDatabase | None = None, **overrides: object
 ) -> TestClient:
-    settings = Settings(data_dir=tmp_path, access_log=False, **overrides)  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path, access_log=False, **{"no_auth": True, **overrides})  # type: ignore[arg-type]
     stack = AsyncExitStack()
 
     async def factory() -> Repository:

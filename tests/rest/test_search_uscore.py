@@ -91,7 +91,9 @@ def client(loaded: Loaded, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             return Shared(loaded.repo)  # type: ignore[return-value]
         return await open_repository(loaded.url)
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("uscore-rest"), access_log=False)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("uscore-rest"), access_log=False, no_auth=True
+    )
     app = create_app(settings, repository_factory=factory)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

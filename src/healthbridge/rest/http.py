@@ -25,6 +25,9 @@ Filter = Callable[[bytes], bytes]
 PREFIX = "/fhir/"
 BASE_PATH = "/fhir"
 """Where the FHIR API is mounted (every FHIR URL starts with PREFIX, or is BASE_PATH)."""
+ACCESS = "healthbridge.access"
+"""The ASGI scope key holding the request's :class:`~healthbridge.security.context.AccessContext`
+once it is authenticated (set by the router, inherited by bundle entries)."""
 
 
 @dataclass(frozen=True, slots=True)

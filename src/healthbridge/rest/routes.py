@@ -6,21 +6,27 @@ the compartment ``[base]/[Compartment]/[id]/[type]``, and by POST on the same UR
 ``/_search``. The CapabilityStatement is generated from the same table and the operation
 registry, so it never claims what is not served. ``X-HTTP-Method-Override`` and ``_method`` are
 deliberately not honoured.
+
+Authorization (SMART App Launch, https://hl7.org/fhir/smart-app-launch/): every request but
+``metadata`` is authenticated first (401 without a valid token); the handlers then run over the
+request's access-controlled repository (:mod:`healthbridge.security.access`), so no handler
+checks permissions itself. Bundle entries answered as requests of their own inherit the
+outer request's access context.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from healthbridge.fhir.errors import FhirError, MethodNotAllowed, NotFound
+from healthbridge.fhir.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.http import PREFIX
+from healthbridge.rest.http import ACCESS, PREFIX
 from healthbridge.rest.interactions import (
     bundle,
     conditional_delete,
@@ -36,8 +42,13 @@ from healthbridge.rest.interactions import (
 )
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
+from healthbridge.security.access import AccessPolicy, is_admin
+from healthbridge.security.context import UNRESTRICTED, AccessContext, Authenticator
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
+ADMIN_OPERATIONS = frozenset({"reindex"})
+"""Operations that change the server itself: administrators and system-wide backend services
+only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,21 +94,54 @@ def _negotiate(request: Request) -> None:
 
 
 class Router:
-    """Dispatches FHIR URLs under ``/fhir`` to interactions and operations."""
+    """Dispatches FHIR URLs under ``/fhir`` to interactions and operations.
+
+    ``authenticator`` None means ``--no-auth`` development mode: every request runs
+    unrestricted. Otherwise ``policy`` wraps the repository per request."""
 
     def __init__(
         self,
         ctx: RestContext,
         operations: OperationRegistry,
         capabilities: Callable[[Request], Awaitable[Response]],
+        *,
+        authenticator: Authenticator | None = None,
+        policy: AccessPolicy | None = None,
     ) -> None:
         self.ctx = ctx
         self.operations = operations
         self.capabilities = capabilities
+        self.authenticator = authenticator
+        self.policy = policy
+        if authenticator is not None and policy is None:
+            raise ValueError("an authenticator needs an access policy to enforce")
         if ctx.bundles is not None:  # bundle entries are answered as requests of their own
             ctx.bundles.dispatch = self.handle
 
-    async def _dispatch(self, shape: str, request: Request) -> Response:
+    async def access(self, request: Request) -> AccessContext:
+        """The request's access context: the outer request's for a bundle entry, else from
+        its bearer token (401 when there is none or it is not valid)."""
+        scope = request.scope
+        access: AccessContext | None = scope.get(ACCESS)
+        if access is None:
+            if self.authenticator is None:
+                access = UNRESTRICTED
+            else:
+                access = await self.authenticator.authenticate(request.headers.get("authorization"))
+            scope[ACCESS] = access
+        return access
+
+    def context(self, access: AccessContext) -> RestContext:
+        """What the handlers of one request use: the service over the repository as
+        ``access`` may use it."""
+        if access.unrestricted or self.policy is None:
+            return self.ctx
+        service = self.ctx.service
+        scoped = service.using(self.policy.wrap(service.unrestricted, access))
+        bundles = self.ctx.bundles.using(scoped) if self.ctx.bundles is not None else None
+        return replace(self.ctx, service=scoped, bundles=bundles)
+
+    async def _dispatch(self, ctx: RestContext, shape: str, request: Request) -> Response:
         _negotiate(request)
         method = "GET" if request.method == "HEAD" else request.method
         interaction = TABLE.get((shape, method))
@@ -109,16 +153,27 @@ class Router:
                 else f"{request.method} is not supported on this URL",
                 headers={"Allow": ", ".join(allowed)} if allowed else None,
             )
-        return await interaction.handler(self.ctx, request)
+        return await interaction.handler(ctx, request)
 
     async def _operation(
-        self, name: str, level: Level, request: Request, resource_type: str | None
+        self,
+        ctx: RestContext,
+        name: str,
+        level: Level,
+        request: Request,
+        resource_type: str | None,
     ) -> Response:
         _negotiate(request)
         if resource_type is not None:
-            self.ctx.service.check_type(resource_type)
+            ctx.service.check_type(resource_type)
         operation = self.operations.resolve(name, level, request.method, resource_type)
-        return await operation.handler(self.ctx, request)
+        if name in ADMIN_OPERATIONS and not is_admin(request.scope[ACCESS]):
+            raise Forbidden(
+                f"${name} is an administrative operation: it needs an admin user or a backend "
+                "service granted system/*.cruds",
+                code="forbidden",
+            )
+        return await operation.handler(ctx, request)
 
     async def handle(self, request: Request) -> Response:
         """Resolve ``[base]/...`` by its path segments and run the interaction or operation."""
@@ -126,45 +181,46 @@ class Router:
         params: dict[str, str] = {}
         request.scope["path_params"] = params
         first = parts[0]
+        if len(parts) == 1 and first == "metadata":  # public: how to authorize is in it
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed("metadata is read with GET", headers={"Allow": "GET"})
+            return await self.capabilities(request)
+        ctx = self.context(await self.access(request))
         if len(parts) == 1:
             if first == "":
-                return await self._dispatch("system", request)
-            if first == "metadata":
-                if request.method not in ("GET", "HEAD"):
-                    raise MethodNotAllowed("metadata is read with GET", headers={"Allow": "GET"})
-                return await self.capabilities(request)
+                return await self._dispatch(ctx, "system", request)
             if first.startswith("$"):
-                return await self._operation(first[1:], "system", request, None)
+                return await self._operation(ctx, first[1:], "system", request, None)
             if first == "_history":
-                return await self._dispatch("system-history", request)
+                return await self._dispatch(ctx, "system-history", request)
             if first == "_search":
-                return await self._dispatch("system-search", request)
+                return await self._dispatch(ctx, "system-search", request)
             params["type"] = first
-            return await self._dispatch("type", request)
+            return await self._dispatch(ctx, "type", request)
         params["type"] = first
         second = parts[1]
         if len(parts) == 2:
             if second.startswith("$"):
-                return await self._operation(second[1:], "type", request, first)
+                return await self._operation(ctx, second[1:], "type", request, first)
             if second == "_history":
-                return await self._dispatch("type-history", request)
+                return await self._dispatch(ctx, "type-history", request)
             if second == "_search":
-                return await self._dispatch("type-search", request)
+                return await self._dispatch(ctx, "type-search", request)
             params["id"] = second
-            return await self._dispatch("instance", request)
+            return await self._dispatch(ctx, "instance", request)
         params["id"] = second
         third = parts[2]
         if len(parts) == 3 and third.startswith("$"):
-            return await self._operation(third[1:], "instance", request, first)
+            return await self._operation(ctx, third[1:], "instance", request, first)
         if len(parts) == 3 and third == "_history":
-            return await self._dispatch("instance-history", request)
+            return await self._dispatch(ctx, "instance-history", request)
         if len(parts) == 4 and third == "_history":
             params["vid"] = parts[3]
-            return await self._dispatch("version", request)
+            return await self._dispatch(ctx, "version", request)
         if not third.startswith(("_", "$")) and (len(parts) == 3 or parts[3:] == ["_search"]):
             params["compartment"], params["type"] = first, third
             return await self._dispatch(
-                "compartment" if len(parts) == 3 else "compartment-search", request
+                ctx, "compartment" if len(parts) == 3 else "compartment-search", request
             )
         raise NotFound(f"No FHIR endpoint at {request.scope['path']}", code="not-supported")
 

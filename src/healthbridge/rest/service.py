@@ -8,6 +8,7 @@ then calls the repository (which stamps ids and meta and writes the outbox event
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -69,6 +70,16 @@ class FhirService:
         """Parses conditional operations' criteria (the app passes the parser search uses)."""
         self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._conditional = asyncio.Semaphore(CONDITIONAL_AT_ONCE)
+        self.unrestricted = repository
+        """The repository without any request's access checks: for the server's own lookups
+        (terminology expansion, search registry), never for what a client reads."""
+
+    def using(self, repository: Repository) -> FhirService:
+        """This service over ``repository`` (one request's access-controlled wrapper of it),
+        sharing the locks that serialise conditional operations and PATCH."""
+        service = copy.copy(self)
+        service.repository = repository
+        return service
 
     # -- checks ---------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:

@@ -53,6 +53,10 @@ class BundleProcessor:
         self.dispatch = dispatch
         """Answers an entry as a request of its own (the router; set once it exists)."""
 
+    def using(self, service: FhirService) -> BundleProcessor:
+        """This processor writing through ``service`` (one request's access-controlled one)."""
+        return BundleProcessor(service, self.limits, self.dispatch)
+
     async def process(
         self,
         bundle: Any,

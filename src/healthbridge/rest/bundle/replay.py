@@ -25,7 +25,7 @@ from healthbridge.rest import negotiation
 from healthbridge.rest.bundle.entries import Entry
 from healthbridge.rest.bundle.responses import status_line
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.http import PREFIX
+from healthbridge.rest.http import ACCESS, PREFIX
 
 Dispatch = Callable[[Request], Awaitable[Response]]
 
@@ -54,6 +54,7 @@ def _scope(outer: Scope, entry: Entry) -> Scope:
         "raw_path": path.encode(),
         "query_string": entry.query.encode(),
         "headers": headers,
+        ACCESS: outer.get(ACCESS),  # the entry runs with the Bundle's sender's access
     }
 
 

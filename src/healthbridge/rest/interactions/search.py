@@ -225,7 +225,7 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     elif unknown:
         query = parse_query(ctx, request, params)
     cursor = next((v for k, v in reversed(params) if k == "_cursor"), None)
-    query = await expand_terminology(query, ctx.service.repository, ctx.search)
+    query = await expand_terminology(query, ctx.service.unrestricted, ctx.search)
     page = await ctx.service.repository.search(query, cursor)
     base = base_url(request, ctx.limits)
     path = base + request.scope["path"].removeprefix("/fhir").rstrip("/").removesuffix("/_search")

@@ -1,0 +1,554 @@
+"""The enforcing repository: every storage call of one request passes the token's grants.
+
+SMART App Launch 2.x, https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html, and
+the compartments of https://hl7.org/fhir/R4/compartmentdefinition.html. The app wraps the
+repository once per request (ARCHITECTURE.md: ``Audited(AccessControlled(SqlRepository))``), so
+every path that reaches storage (read, vread, history, search with chains, ``_has`` and
+includes, conditional operations, transactions and batches, operations) is checked in one place:
+
+* each call needs a permission letter on the resource type (:mod:`.decisions`); without one
+  the call is refused with 403 (the token's scopes are no secret to its holder);
+* a ``patient/`` grant confines the call to the launch patient's compartment: searches are run
+  as compartment searches (``Patient/{id}/[type]``), reads and history of resources outside the
+  compartment answer the same 404 as resources that never existed, included resources outside
+  it are dropped, and writes must keep the resource in that compartment only (403 otherwise:
+  a resource may not name another patient, nor be moved to one);
+* granular scopes (``patient/Observation.rs?category=laboratory``) become search criteria ORed
+  together and ANDed to the query, and reads must match one of them;
+* security labels (``meta.security``) the operator marks as hidden keep resources out of reach
+  of tokens without the clearance role (:class:`LabelPolicy`), in searches as a ``_security:not``
+  criterion and on reads as a 404;
+* a consent hook (:class:`ConsentHook`) may deny a resource or narrow a search; the consent
+  work of a later issue plugs its decision point in here;
+* AuditEvents are written by the server only: every write of one through the API is refused.
+
+Resource types outside the patient compartment (Medication, Organization, Practitioner...) hold
+no patient's data: a ``patient/`` grant reads and searches them unconfined but cannot write them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from healthbridge.fhir import jsonformat
+from healthbridge.fhir.compartments import compartment_owners
+from healthbridge.fhir.definitions import Definitions
+from healthbridge.fhir.errors import FhirError, Forbidden, Gone, InvalidRequest, NotFound
+from healthbridge.fhir.search import Indexer
+from healthbridge.fhir.search.match import matches, rows_by_param
+from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.fhir.search.query import Clause, FilterAnd, FilterExpr, FilterOr, SearchQuery
+from healthbridge.fhir.types import Resource
+from healthbridge.security.context import AccessContext
+from healthbridge.security.decisions import Decision, decide
+from healthbridge.store.repository import (
+    Applied,
+    Change,
+    ChangeFailed,
+    HistoryPage,
+    HistoryQuery,
+    Repository,
+    SearchPage,
+    StoredResource,
+    Transaction,
+)
+from healthbridge.store.versioning import not_found
+
+PATIENT = "Patient"
+SERVER_WRITTEN = frozenset({"AuditEvent"})
+"""Types only the server writes (the audit trail is immutable through the API)."""
+
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+
+
+class ConsentHook(Protocol):
+    """A consent decision point (https://hl7.org/fhir/R4/consent.html): the consent-management
+    work plugs in here. ``permits`` is asked for each resource a request would see; ``narrow``
+    may add criteria to a search so that totals and paging never count what is denied."""
+
+    async def permits(self, access: AccessContext, resource: Resource) -> bool: ...
+
+    async def narrow(self, access: AccessContext, query: SearchQuery) -> SearchQuery: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPolicy:
+    """Resources carrying one of ``hidden`` in ``meta.security`` are seen only by tokens whose
+    user holds ``clearance_role`` or that act in the ``system`` context."""
+
+    hidden: frozenset[tuple[str, str]] = frozenset({(CONFIDENTIALITY, "R"), (CONFIDENTIALITY, "V")})
+    clearance_role: str = "restricted-data"
+
+
+@dataclass(slots=True)
+class AccessPolicy:
+    """What the wrappers of every request share (built once by the app)."""
+
+    search: SearchParser  # the app's parser: it follows custom SearchParameters
+    labels: LabelPolicy = field(default_factory=LabelPolicy)
+    consent: ConsentHook | None = None
+    _indexer: tuple[Definitions, Indexer] | None = None
+
+    @property
+    def definitions(self) -> Definitions:
+        return self.search.definitions
+
+    @property
+    def indexer(self) -> Indexer:
+        definitions = self.search.definitions
+        if self._indexer is None or self._indexer[0] is not definitions:
+            self._indexer = (definitions, Indexer(definitions))
+        return self._indexer[1]
+
+    def wrap(self, repository: Repository, access: AccessContext) -> Repository:
+        """``repository`` as ``access`` may use it (itself when unrestricted)."""
+        if access.unrestricted:
+            return repository
+        return AccessControlled(repository, access, self)  # type: ignore[return-value]
+
+
+def _patients_referenced(resource: Resource) -> set[str]:
+    """The ids of the Patients any ``reference`` in ``resource`` names (relative or absolute,
+    with or without ``_history``), at any depth, extensions and contained resources included."""
+    found: set[str] = set()
+    stack: list[object] = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "reference" and isinstance(value, str):
+                    parts = value.partition("/_history/")[0].rsplit("/", 2)
+                    if len(parts) >= 2 and parts[-2] == PATIENT:
+                        found.add(parts[-1])
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, dict | list))
+    return found
+
+
+def system_wide(access: AccessContext, permission: str) -> bool:
+    """True when ``access`` holds ``permission`` on every type in the system context
+    (``system/*.s`` and the like, without granular filters), or is unrestricted."""
+    return access.unrestricted or access.scopes.unrestricted("system", "*", permission)
+
+
+def is_admin(access: AccessContext) -> bool:
+    """May run administrative operations (``$reindex``, client registration): an ``admin``
+    user, or a backend service granted ``system/*.cruds``."""
+    return "admin" in access.roles or all(system_wide(access, p) for p in "cruds")
+
+
+def _search_interaction(query: SearchQuery) -> str:
+    return "search-type" if query.resource_type is not None else "search-system"
+
+
+def _history_interaction(query: HistoryQuery) -> str:
+    if query.id is not None:
+        return "history-instance"
+    return "history-type" if query.resource_type is not None else "history-system"
+
+
+class _Checks:
+    """The decisions and content checks of one request (shared by the repository wrapper and
+    its transactions)."""
+
+    __slots__ = ("_cleared", "access", "policy")
+
+    def __init__(self, access: AccessContext, policy: AccessPolicy) -> None:
+        self.access = access
+        self.policy = policy
+        self._cleared = (
+            policy.labels.clearance_role in access.roles or "system" in access.scopes.contexts
+        )
+
+    # -- decisions ----------------------------------------------------------------------
+    def allow(self, resource_type: str, interaction: str) -> Decision:
+        """The decision, or 403 when the scopes grant nothing for it."""
+        if resource_type in SERVER_WRITTEN and interaction in ("create", "update", "delete"):
+            raise Forbidden(
+                f"{resource_type} resources are written by the server only",
+                code="forbidden",
+            )
+        decision = decide(self.access, resource_type, interaction)
+        if not decision.allowed:
+            raise Forbidden(
+                f"This token may not {interaction} {resource_type}: {decision.reason}",
+                code="forbidden",
+            )
+        return decision
+
+    def confined(self, decision: Decision, resource_type: str) -> str | None:
+        """The patient a decision confines ``resource_type`` to (None: not confined)."""
+        if decision.patient is None:
+            return None
+        if not self.policy.definitions.compartment_params(PATIENT, resource_type):
+            return None  # not patient data (Medication, Organization...)
+        return decision.patient
+
+    # -- content -------------------------------------------------------------------------
+    def owners(self, resource: Resource) -> set[str]:
+        return compartment_owners(self.policy.definitions, self.policy.indexer, PATIENT, resource)
+
+    def labelled(self, resource: Resource) -> bool:
+        """True when the resource carries a label this token may not see."""
+        if self._cleared:
+            return False
+        meta = resource.get("meta")
+        labels = meta.get("security") if isinstance(meta, dict) else None
+        if not isinstance(labels, list):
+            return False
+        hidden = self.policy.labels.hidden
+        return any(
+            isinstance(c, dict) and (c.get("system"), c.get("code")) in hidden for c in labels
+        )
+
+    def matches_filters(self, decision: Decision, resource: Resource) -> bool:
+        if not decision.filters:
+            return True
+        rows = rows_by_param(self.policy.indexer.index_rows(resource))
+        type_ = str(resource.get("resourceType"))
+        return any(matches(self._clauses(type_, f), rows) for f in decision.filters)
+
+    def _clauses(self, resource_type: str, filters: Sequence[tuple[str, str]]) -> list[Clause]:
+        clauses = []
+        for name, value in filters:
+            clause = self.policy.search.clause(resource_type, name, value)
+            if clause is None:
+                raise Forbidden(
+                    f"The granted scope filter {name}={value} is not a search parameter of "
+                    f"{resource_type}",
+                    code="forbidden",
+                )
+            clauses.append(clause)
+        return clauses
+
+    async def visible(self, decision: Decision, stored: StoredResource) -> bool:
+        """Whether a read of ``stored`` (a live version) is allowed under ``decision``."""
+        if stored.deleted:
+            return True  # nothing to show; existence is checked on the live versions
+        patient = self.confined(decision, stored.resource_type)
+        needs_content = (
+            patient is not None
+            or decision.filters
+            or not self._cleared
+            or self.policy.consent is not None
+        )
+        if not needs_content:
+            return True
+        if (
+            patient is not None
+            and stored.resource_type == PATIENT
+            and stored.id == patient
+            and not decision.filters
+            and self._cleared
+            and self.policy.consent is None
+        ):
+            return True  # the launch patient itself: no need to look inside
+        resource = jsonformat.loads(stored.content)
+        if patient is not None and patient not in self.owners(resource):
+            return False
+        if self.labelled(resource) or not self.matches_filters(decision, resource):
+            return False
+        consent = self.policy.consent
+        return consent is None or await consent.permits(self.access, resource)
+
+    def check_write(self, decision: Decision, resource_type: str, resource: Resource) -> None:
+        """403 unless ``resource`` may be written under ``decision``."""
+        if decision.patient is not None:
+            patient = self.confined(decision, resource_type)
+            if patient is None:
+                raise Forbidden(
+                    f"A patient-context token may not write {resource_type} (it is not part of "
+                    "a patient's record)",
+                    code="forbidden",
+                )
+            owners = self.owners(resource)
+            if owners != {patient}:
+                records = ", ".join(sorted(f"Patient/{o}" for o in owners)) or "no patient"
+                raise Forbidden(
+                    f"This {resource_type} must belong to Patient/{patient} only (it would be "
+                    f"in the record of {records})",
+                    code="forbidden",
+                )
+            for link in _patients_referenced(resource):
+                if link != patient:
+                    raise Forbidden(
+                        f"This {resource_type} refers to Patient/{link}, another patient",
+                        code="forbidden",
+                    )
+        if decision.filters and not self.matches_filters(decision, resource):
+            raise Forbidden(
+                f"The granted scopes allow writing only {resource_type} resources that match "
+                + " or ".join("&".join(f"{k}={v}" for k, v in f) for f in decision.filters),
+                code="forbidden",
+            )
+        if self.labelled(resource):
+            raise Forbidden(
+                "This token may not write resources with a restricted security label",
+                code="forbidden",
+            )
+
+    # -- searches ------------------------------------------------------------------------
+    def restrict(self, query: SearchQuery) -> SearchQuery:
+        """``query`` narrowed to what the token may see (403 when it may not search)."""
+        types = (query.resource_type,) if query.resource_type else query.types
+        if not types:
+            if not system_wide(self.access, "s"):
+                raise Forbidden(
+                    "A search of every type needs system/*.s; name the types with _type",
+                    code="forbidden",
+                )
+            types = ()
+        decisions = [self.allow(t, _search_interaction(query)) for t in types]
+        patients = {self.confined(d, t) for d, t in zip(decisions, types, strict=True)}
+        if None in patients and len(patients) > 1:
+            raise Forbidden(
+                "Search patient-record types and other types separately with this token",
+                code="forbidden",
+            )
+        patient = next(iter(patients), None)
+        if patient is not None:
+            if query.compartment is None:
+                query = replace(query, compartment=(PATIENT, patient))
+            elif query.compartment[0] != PATIENT:
+                raise Forbidden(
+                    f"A patient-context token searches the Patient compartment only, not "
+                    f"{query.compartment[0]}/{query.compartment[1]}",
+                    code="forbidden",
+                )
+            elif query.compartment[1] != patient:
+                query = replace(query, clauses=(*query.clauses, self._nothing(query)))
+        restrictions: list[FilterExpr] = []
+        if query.resource_type is not None and decisions[0].filters:
+            sets = [
+                FilterAnd(tuple(self._clauses(query.resource_type, f)))
+                for f in decisions[0].filters
+            ]
+            restrictions.append(sets[0] if len(sets) == 1 else FilterOr(tuple(sets)))
+        elif any(d.filters for d in decisions):
+            raise Forbidden(
+                "Granular scopes apply to searches of one type; search each type on its own",
+                code="forbidden",
+            )
+        if not self._cleared and self.policy.labels.hidden:
+            restrictions.append(self._unlabelled(query.resource_type))
+        if restrictions:
+            items = (query.filter, *restrictions) if query.filter is not None else restrictions
+            expr = items[0] if len(items) == 1 else FilterAnd(tuple(items))
+            query = replace(query, filter=expr)
+        return query
+
+    def _unlabelled(self, resource_type: str | None) -> Clause:
+        values = ",".join(f"{s}|{c}" for s, c in sorted(self.policy.labels.hidden))
+        clause = self.policy.search.clause(resource_type or "Resource", "_security:not", values)
+        if clause is None:  # pragma: no cover - _security is a parameter of every resource
+            raise InvalidRequest("_security is not searchable")
+        return clause
+
+    def _nothing(self, query: SearchQuery) -> Clause:
+        """A criterion no resource meets (another patient's compartment: no results)."""
+        clause = self.policy.search.clause(query.resource_type or "Resource", "_id", "-")
+        assert clause is not None
+        return clause
+
+    async def included(
+        self, decisions: dict[str, Decision | None], page: SearchPage
+    ) -> list[StoredResource]:
+        kept = []
+        for stored in page.included:
+            decision = decisions.get(stored.resource_type, ...)
+            if decision is ...:
+                try:
+                    decision = self.allow(stored.resource_type, "search-type")
+                except Forbidden:
+                    decision = None
+                decisions[stored.resource_type] = decision
+            if decision is not None and await self.visible(decision, stored):
+                kept.append(stored)
+        return kept
+
+
+class AccessControlled:
+    """A :class:`~healthbridge.store.repository.Repository` that enforces one request's
+    access context on every call (module docstring)."""
+
+    __slots__ = ("checks", "inner")
+
+    def __init__(self, inner: Repository, access: AccessContext, policy: AccessPolicy) -> None:
+        self.inner = inner
+        self.checks = _Checks(access, policy)
+
+    # -- delegated unchanged -------------------------------------------------------------
+    @property
+    def jobs(self):  # type: ignore[no-untyped-def]
+        return self.inner.jobs
+
+    @property
+    def reindexer(self):  # type: ignore[no-untyped-def]
+        return self.inner.reindexer
+
+    def __getattr__(self, name: str) -> object:
+        # use_definitions, outbox_since, ping, close and backend extras (records, audit...)
+        return getattr(self.inner, name)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        decision = self.checks.allow(resource_type, "read")
+        stored = await self.inner.read(resource_type, id)
+        if not await self.checks.visible(decision, stored):
+            raise not_found(resource_type, id)
+        return stored
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        decision = self.checks.allow(resource_type, "vread")
+        stored = await self.inner.vread(resource_type, id, version_id)
+        if not await self.checks.visible(decision, stored):
+            raise not_found(resource_type, id, version_id)
+        return stored
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        interaction = _history_interaction(query)
+        if query.resource_type is None:
+            if not system_wide(self.checks.access, "s"):
+                raise Forbidden("System history needs system/*.s", code="forbidden")
+            return await self.inner.history(query)
+        decision = self.checks.allow(query.resource_type, interaction)
+        page = await self.inner.history(query)
+        kept = [s for s in page.entries if await self.checks.visible(decision, s)]
+        if query.id is not None and page.entries and not any(not s.deleted for s in kept):
+            raise not_found(query.resource_type, query.id)
+        if len(kept) == len(page.entries):
+            return page
+        return HistoryPage(kept, page.next_cursor, None)
+
+    async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
+        restricted = self.checks.restrict(query)
+        page = await self.inner.search(restricted, cursor)
+        needs_check = (
+            self.checks.access.patient is not None
+            or not self.checks._cleared
+            or self.checks.policy.consent is not None
+        )
+        if not page.included or not needs_check:
+            return page
+        included = await self.checks.included({}, page)
+        return replace(page, included=included)
+
+    # -- writes --------------------------------------------------------------------------
+    async def _guard_existing(self, decision: Decision, resource_type: str, id: str) -> bool:
+        """Whether ``resource_type/id`` exists live; 404 when it is hidden from this token."""
+        try:
+            current = await self.inner.read(resource_type, id)
+        except (NotFound, Gone):  # nothing to protect
+            return False
+        if not await self.checks.visible(decision, current):
+            raise not_found(resource_type, id)
+        return True
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource:
+        decision = self.checks.allow(resource_type, "create")
+        self.checks.check_write(decision, resource_type, resource)
+        return await self.inner.create(resource_type, resource, id)
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        decision = await self._update_decision(resource_type, id)
+        self.checks.check_write(decision, resource_type, resource)
+        return await self.inner.update(resource_type, id, resource, if_match)
+
+    async def _update_decision(self, resource_type: str, id: str) -> Decision:
+        decision = self.checks.allow(resource_type, "update")
+        if await self._guard_existing(decision, resource_type, id):
+            return decision
+        return self.checks.allow(resource_type, "create")  # update as create
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        decision = self.checks.allow(resource_type, "delete")
+        await self._guard_existing(decision, resource_type, id)
+        return await self.inner.delete(resource_type, id, if_match)
+
+    async def _check_changes(self, changes: Sequence[Change]) -> None:
+        """Every change checked before any is written; the first refused one raises
+        :class:`ChangeFailed` naming it (a transaction Bundle names the entry)."""
+        for index, change in enumerate(changes):
+            try:
+                await self._check_change(change)
+            except FhirError as exc:
+                raise ChangeFailed(index, exc) from None
+
+    async def _check_change(self, change: Change) -> None:
+        if change.method == "create":
+            decision = self.checks.allow(change.resource_type, "create")
+        elif change.method == "update":
+            decision = await self._update_decision(change.resource_type, change.id)
+        else:
+            decision = self.checks.allow(change.resource_type, "delete")
+            await self._guard_existing(decision, change.resource_type, change.id)
+        if change.resource is not None:
+            self.checks.check_write(decision, change.resource_type, change.resource)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        await self._check_changes(changes)
+        return await self.inner.apply(changes)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.inner.transaction() as tx:
+            yield _ControlledTransaction(tx, self)
+
+
+class _ControlledTransaction:
+    """A unit of work under the same checks; a refusal raises inside it, so nothing of the
+    unit commits (one refused entry fails the whole transaction Bundle)."""
+
+    __slots__ = ("owner", "tx")
+
+    def __init__(self, tx: Transaction, owner: AccessControlled) -> None:
+        self.tx = tx
+        self.owner = owner
+
+    async def lock(self, name: str) -> None:
+        await self.tx.lock(name)
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        checks = self.owner.checks
+        decision = checks.allow(resource_type, "read")
+        stored = await self.tx.read(resource_type, id)
+        if not await checks.visible(decision, stored):
+            raise not_found(resource_type, id)
+        return stored
+
+    async def create(
+        self, resource_type: str, resource: Resource, id: str | None = None
+    ) -> StoredResource:
+        checks = self.owner.checks
+        checks.check_write(checks.allow(resource_type, "create"), resource_type, resource)
+        return await self.tx.create(resource_type, resource, id)
+
+    async def update(
+        self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        decision = await self.owner._update_decision(resource_type, id)
+        self.owner.checks.check_write(decision, resource_type, resource)
+        return await self.tx.update(resource_type, id, resource, if_match)
+
+    async def delete(
+        self, resource_type: str, id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        checks = self.owner.checks
+        decision = checks.allow(resource_type, "delete")
+        await self.owner._guard_existing(decision, resource_type, id)
+        return await self.tx.delete(resource_type, id, if_match)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Applied]:
+        await self.owner._check_changes(changes)
+        return await self.tx.apply(changes)

@@ -1,0 +1,270 @@
+"""The enforcing repository (security/access.py) over every backend: what a token may read,
+search and write (SECURITY.md "Object- and field-level authorization")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from healthbridge.fhir.errors import Forbidden, NotFound
+from healthbridge.fhir.search.query import SearchQuery
+from healthbridge.rest.bundle import BundleProcessor
+from healthbridge.rest.service import FhirService
+from healthbridge.security.access import CONFIDENTIALITY, AccessPolicy
+from healthbridge.security.context import AccessContext
+from healthbridge.security.scopes import parse_scopes
+from healthbridge.store.repository import HistoryQuery, Repository
+from tests.rest.conftest import fhir_service
+
+LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def _observation(patient: str, category: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        **extra,
+    }
+
+
+async def _seed(service: FhirService) -> None:
+    for pid, family in (("a", "Alpha"), ("b", "Beta")):
+        await service.update(
+            "Patient",
+            pid,
+            {"resourceType": "Patient", "id": pid, "name": [{"family": family}]},
+            None,
+        )
+    rows = {
+        "a-lab": _observation("a", "laboratory", "1-1"),
+        "a-vital": _observation("a", "vital-signs", "8867-4"),
+        "b-lab": _observation("b", "laboratory", "1-1"),
+        "a-secret": _observation(
+            "a",
+            "laboratory",
+            "1-1",
+            meta={"security": [{"system": CONFIDENTIALITY, "code": "R"}]},
+        ),
+    }
+    for id, body in rows.items():
+        await service.update("Observation", id, {**body, "id": id}, None)
+    await service.update(
+        "Organization", "org", {"resourceType": "Organization", "id": "org", "name": "Clinic"}, None
+    )
+
+
+@pytest.fixture
+async def service(repository: Repository) -> FhirService:
+    service = fhir_service(repository)
+    await _seed(service)
+    return service
+
+
+def scoped(
+    service: FhirService, scopes: str, patient: str | None = "a", roles: tuple[str, ...] = ()
+) -> FhirService:
+    access = AccessContext(parse_scopes(scopes), patient=patient, roles=frozenset(roles))
+    return service.using(AccessPolicy(service.search).wrap(service.unrestricted, access))
+
+
+async def _ids(service: FhirService, type_: str | None, *params: tuple[str, str]) -> list[str]:
+    query = service.search.parse(type_, list(params))
+    page = await service.repository.search(query)
+    return sorted(f"{m.resource_type}/{m.id}" for m in page.matches + page.included)
+
+
+async def _total(service: FhirService, type_: str, *params: tuple[str, str]) -> int | None:
+    query: SearchQuery = service.search.parse(type_, [*params, ("_total", "accurate")])
+    return (await service.repository.search(query)).total
+
+
+# -- reads: another patient's data is 404, as if it did not exist ---------------------------
+async def test_a_patient_token_reads_its_own_record_and_nothing_of_another(
+    service: FhirService,
+) -> None:
+    a = scoped(service, "patient/*.rs")
+    assert (await a.read("Patient", "a")).id == "a"
+    assert (await a.read("Observation", "a-lab")).id == "a-lab"
+    with pytest.raises(NotFound) as hidden:
+        await a.read("Patient", "b")
+    with pytest.raises(NotFound) as missing:
+        await a.read("Patient", "nobody")
+    assert str(hidden.value).replace("b", "X") == str(missing.value).replace("nobody", "X")
+    for call in (
+        a.read("Observation", "b-lab"),
+        a.vread("Observation", "b-lab", "1"),
+        a.history(HistoryQuery("Observation", "b-lab")),
+    ):
+        with pytest.raises(NotFound):
+            await call
+
+
+async def test_searches_stay_in_the_patients_compartment_with_includes_and_chains(
+    service: FhirService,
+) -> None:
+    a = scoped(service, "patient/*.rs")
+    assert await _ids(a, "Observation", ("code", "1-1")) == ["Observation/a-lab"]
+    assert await _total(a, "Observation", ("code", "1-1")) == 1
+    assert await _ids(a, "Patient") == ["Patient/a"]
+    assert await _ids(a, "Observation", ("subject:Patient.name", "Beta")) == []
+    assert await _ids(a, "Patient", ("_has:Observation:subject:code", "1-1")) == ["Patient/a"]
+    assert await _ids(a, "Patient", ("_revinclude", "Observation:subject")) == [
+        "Observation/a-lab",
+        "Observation/a-vital",
+        "Patient/a",
+    ]
+    # another patient's compartment, asked for by name, is empty
+    query = service.search.parse("Observation", [])
+    from dataclasses import replace
+
+    page = await a.repository.search(replace(query, compartment=("Patient", "b")))
+    assert page.matches == [] and page.total in (0, None)
+
+
+async def test_included_resources_of_other_patients_are_dropped(service: FhirService) -> None:
+    # a user-level token sees both patients; a patient token's includes are cut to its own
+    user = scoped(service, "user/*.rs", patient=None)
+    both = await _ids(user, "Observation", ("code", "1-1"), ("_include", "Observation:subject"))
+    assert "Patient/b" in both
+    a = scoped(service, "patient/*.rs")
+    only = await _ids(a, "Observation", ("code", "1-1"), ("_include", "Observation:subject"))
+    assert only == ["Observation/a-lab", "Patient/a"]
+
+
+async def test_types_outside_the_patient_compartment_are_readable_but_not_writable(
+    service: FhirService,
+) -> None:
+    a = scoped(service, "patient/*.cruds")
+    assert (await a.read("Organization", "org")).id == "org"
+    assert await _ids(a, "Organization") == ["Organization/org"]
+    with pytest.raises(Forbidden):
+        await a.create("Organization", {"resourceType": "Organization", "name": "Mine"})
+
+
+async def test_system_searches_need_types_and_stay_in_the_compartment(
+    service: FhirService,
+) -> None:
+    a = scoped(service, "patient/*.rs")
+    with pytest.raises(Forbidden):
+        await _ids(a, None)
+    assert await _ids(a, None, ("_type", "Observation,Patient")) == [
+        "Observation/a-lab",
+        "Observation/a-vital",
+        "Patient/a",
+    ]
+
+
+# -- permissions ----------------------------------------------------------------------------
+async def test_scopes_grant_only_what_they_name(service: FhirService) -> None:
+    obs_only = scoped(service, "patient/Observation.rs")
+    with pytest.raises(Forbidden):
+        await obs_only.read("Patient", "a")
+    read_only = scoped(service, "patient/*.read")
+    with pytest.raises(Forbidden):
+        await read_only.create("Observation", _observation("a", "laboratory", "2-2"))
+    with pytest.raises(Forbidden):
+        await read_only.delete("Observation", "a-lab", None)
+    no_search = scoped(service, "patient/Observation.r")
+    with pytest.raises(Forbidden):
+        await _ids(no_search, "Observation")
+    assert (await no_search.read("Observation", "a-lab")).id == "a-lab"
+
+
+async def test_user_scopes_are_not_held_to_a_patient(service: FhirService) -> None:
+    user = scoped(service, "user/Observation.rs", patient="a")
+    assert (await user.read("Observation", "b-lab")).id == "b-lab"
+
+
+# -- writes: nothing may be pointed at, or moved to, another patient -----------------------
+async def test_patient_writes_stay_in_the_patients_record(service: FhirService) -> None:
+    a = scoped(service, "patient/*.cruds")
+    created = await a.create("Observation", _observation("a", "laboratory", "3-3"))
+    assert created.version_id == 1
+    with pytest.raises(Forbidden):
+        await a.create("Observation", _observation("b", "laboratory", "3-3"))
+    with pytest.raises(Forbidden):  # moving its own observation to b
+        await a.update(
+            "Observation", "a-lab", {**_observation("b", "laboratory", "1-1"), "id": "a-lab"}, None
+        )
+    with pytest.raises(Forbidden):  # a reference to b outside the compartment parameters
+        await a.create(
+            "Observation",
+            _observation("a", "laboratory", "3-3", focus=[{"reference": "Patient/b"}]),
+        )
+    with pytest.raises(NotFound):  # b's observation cannot even be seen
+        await a.update(
+            "Observation", "b-lab", {**_observation("a", "laboratory", "1-1"), "id": "b-lab"}, None
+        )
+    with pytest.raises(NotFound):
+        await a.delete("Observation", "b-lab", None)
+    assert (await service.read("Observation", "b-lab")).version_id == 1
+    assert (await service.read("Observation", "a-lab")).version_id == 1
+
+
+async def test_one_refused_entry_fails_the_whole_transaction(service: FhirService) -> None:
+    a = scoped(service, "patient/*.cruds")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                "resource": _observation("a", "laboratory", "4-4"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "resource": _observation("b", "laboratory", "4-4"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    with pytest.raises(Forbidden) as refused:
+        await BundleProcessor(a).process(bundle)
+    assert "Bundle.entry[1]" in str(refused.value)
+    everyone = scoped(service, "system/*.rs", patient=None)
+    assert await _ids(everyone, "Observation", ("code", "4-4")) == []
+
+
+async def test_the_audit_trail_cannot_be_written_through_the_api(service: FhirService) -> None:
+    admin = scoped(service, "system/*.cruds", patient=None, roles=("admin",))
+    event = {
+        "resourceType": "AuditEvent",
+        "type": {"code": "rest"},
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"requestor": True}],
+        "source": {"observer": {"display": "x"}},
+    }
+    with pytest.raises(Forbidden):
+        await admin.create("AuditEvent", event)
+
+
+# -- granular scopes and security labels ----------------------------------------------------
+async def test_granular_scopes_narrow_reads_searches_and_writes(service: FhirService) -> None:
+    lab = scoped(service, f"patient/Observation.cruds?category={LAB}")
+    assert await _ids(lab, "Observation") == ["Observation/a-lab"]
+    assert (await lab.read("Observation", "a-lab")).id == "a-lab"
+    with pytest.raises(NotFound):
+        await lab.read("Observation", "a-vital")
+    with pytest.raises(Forbidden):
+        await lab.create("Observation", _observation("a", "vital-signs", "8867-4"))
+    two = scoped(
+        service,
+        f"patient/Observation.rs?category={LAB} "
+        f"patient/Observation.rs?category={CATEGORY}|vital-signs",
+    )
+    assert await _ids(two, "Observation") == ["Observation/a-lab", "Observation/a-vital"]
+
+
+async def test_restricted_labels_hide_resources_without_clearance(service: FhirService) -> None:
+    a = scoped(service, "patient/*.rs")
+    with pytest.raises(NotFound):
+        await a.read("Observation", "a-secret")
+    assert "Observation/a-secret" not in await _ids(a, "Observation")
+    cleared = scoped(service, "patient/*.rs", roles=("restricted-data",))
+    assert (await cleared.read("Observation", "a-secret")).id == "a-secret"
+    assert "Observation/a-secret" in await _ids(cleared, "Observation")
