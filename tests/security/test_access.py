@@ -268,3 +268,34 @@ async def test_restricted_labels_hide_resources_without_clearance(service: FhirS
     cleared = scoped(service, "patient/*.rs", roles=("restricted-data",))
     assert (await cleared.read("Observation", "a-secret")).id == "a-secret"
     assert "Observation/a-secret" in await _ids(cleared, "Observation")
+
+
+async def test_conformance_resources_are_changed_by_administrators_only(
+    service: FhirService,
+) -> None:
+    parameter = {
+        "resourceType": "SearchParameter",
+        "url": "http://example.org/sp/x",
+        "name": "x",
+        "status": "active",
+        "description": "x",
+        "code": "x",
+        "base": ["Patient"],
+        "type": "token",
+        "expression": "Patient.gender",
+    }
+    clinician = scoped(service, "user/*.cruds", patient=None)
+    with pytest.raises(Forbidden):
+        await clinician.create("SearchParameter", parameter)
+    admin = scoped(service, "user/*.cruds", patient=None, roles=("admin",))
+    assert (await admin.create("SearchParameter", parameter)).version_id == 1
+    backend = scoped(service, "system/SearchParameter.cruds", patient=None)
+    assert (await backend.create("SearchParameter", parameter)).version_id == 1
+
+
+async def test_only_auditors_read_the_audit_trail(service: FhirService) -> None:
+    clinician = scoped(service, "user/*.rs", patient=None)
+    with pytest.raises(Forbidden):
+        await _ids(clinician, "AuditEvent")
+    auditor = scoped(service, "user/AuditEvent.rs", patient=None, roles=("auditor",))
+    assert await _ids(auditor, "AuditEvent") == []

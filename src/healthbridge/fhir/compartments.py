@@ -29,12 +29,10 @@ def compartment_owners(
     own_id = resource.get("id")
     if resource_type == compartment and isinstance(own_id, str):
         owners.add(own_id)  # the compartment's own resource (R4 lists only Patient.link)
-    wanted = set(params)
-    for row in indexer.index_rows(resource):
+    for row in indexer.rows_of(resource, params):
         value = row.value
         if (
-            row.param in wanted
-            and isinstance(value, ReferenceValue)
+            isinstance(value, ReferenceValue)
             and value.target_type == compartment
             and value.target_id is not None
         ):

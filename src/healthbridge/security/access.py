@@ -60,6 +60,18 @@ from healthbridge.store.versioning import not_found
 PATIENT = "Patient"
 SERVER_WRITTEN = frozenset({"AuditEvent"})
 """Types only the server writes (the audit trail is immutable through the API)."""
+AUDITED = "AuditEvent"
+CONFORMANCE = frozenset(
+    {
+        "CapabilityStatement", "CodeSystem", "CompartmentDefinition", "ConceptMap",
+        "GraphDefinition", "ImplementationGuide", "MessageDefinition", "NamingSystem",
+        "OperationDefinition", "SearchParameter", "StructureDefinition", "StructureMap",
+        "TerminologyCapabilities", "ValueSet",
+    }
+)  # fmt: skip
+"""Conformance resources (https://hl7.org/fhir/R4/conformance-module.html) change how the
+server behaves for everyone: only administrators and ``system/`` backend services write them."""
+WRITES = frozenset({"create", "update", "patch", "delete"})
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 
@@ -142,6 +154,15 @@ def is_admin(access: AccessContext) -> bool:
     return "admin" in access.roles or all(system_wide(access, p) for p in "cruds")
 
 
+def may_audit(access: AccessContext, decision: Decision | None = None) -> bool:
+    """May read the audit trail: users with the ``auditor`` role, or ``system/`` grants."""
+    if access.unrestricted or "auditor" in access.roles:
+        return True
+    if decision is None:
+        decision = decide(access, AUDITED, "search-type")
+    return decision.allowed and decision.context == "system"
+
+
 def _search_interaction(query: SearchQuery) -> str:
     return "search-type" if query.resource_type is not None else "search-system"
 
@@ -177,6 +198,23 @@ class _Checks:
         if not decision.allowed:
             raise Forbidden(
                 f"This token may not {interaction} {resource_type}: {decision.reason}",
+                code="forbidden",
+            )
+        if resource_type == AUDITED and not may_audit(self.access, decision):
+            raise Forbidden(
+                "The audit trail is readable by auditors only (a user with the auditor role, "
+                "or a backend service with system/AuditEvent scopes)",
+                code="forbidden",
+            )
+        if (
+            resource_type in CONFORMANCE
+            and interaction in WRITES
+            and decision.context != "system"
+            and "admin" not in self.access.roles
+        ):
+            raise Forbidden(
+                f"{resource_type} is a conformance resource: only administrators and backend "
+                "services (system/ scopes) change it",
                 code="forbidden",
             )
         return decision

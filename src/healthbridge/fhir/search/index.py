@@ -13,7 +13,7 @@ values within each focus element.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -177,6 +177,17 @@ class Indexer:
             param = plan.params[position]
             shared = memo if position in plan.shared else None
             rows.extend(IndexRow(param.code, param.kind, v) for v in param.select(resource, shared))
+        return rows
+
+    def rows_of(self, resource: Resource, codes: Collection[str]) -> list[IndexRow]:
+        """The index rows of only the parameters ``codes`` of ``resource`` (compartment
+        membership reads two or three of an Observation's 44)."""
+        rows: list[IndexRow] = []
+        for param in self.parameters(str(resource.get("resourceType", ""))):
+            if param.code in codes:
+                rows.extend(
+                    IndexRow(param.code, param.kind, v) for v in param.select(resource, None)
+                )
         return rows
 
     def _plan(self, resource_type: str) -> _TypePlan:
