@@ -137,11 +137,11 @@ def serve(
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     base = f"{scheme}://{shown_host}:{settings.port}/fhir"
-    if not settings.host_is_loopback():
+    if settings.no_auth:
         console.print(
-            "[yellow]Warning: listening beyond loopback; authorization is not "
-            "implemented in this version, so anyone who can reach this port can read "
-            "and write data. Put it behind an authenticating proxy.[/yellow]"
+            "[bold red]WARNING: --no-auth: authorization is OFF. Every request may read and "
+            "write every patient's data. For local development on this machine only; never "
+            "with real patient data.[/bold red]"
         )
     print(f"HealthBridge {__version__} (FHIR {FHIR_VERSION}) serving {base}", flush=True)
     _export(settings)
