@@ -1,13 +1,15 @@
 """``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir),
 ``python -m bench validation`` (in-process validation throughput) or ``python -m bench search``
 (search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL) or ``python -m bench
-load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside sekmet-fhir)."""
+load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside sekmet-fhir) or
+``python -m bench auth`` (the cost of authorization against ``--no-auth``, and the token
+endpoint's throughput for backend services)."""
 
 from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("http", "validation", "search", "load")
+BENCHMARKS = ("http", "validation", "search", "load", "auth")
 
 
 def main() -> None:
@@ -23,6 +25,10 @@ def main() -> None:
         from bench import validation
 
         validation.main()
+    elif which == "auth":
+        from bench import auth_cost
+
+        auth_cost.main()
     elif which == "load":
         from bench import synthea_load
 

@@ -103,11 +103,17 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_wrk(
-    url: str, duration: int, connections: int, script: Path | None = None
+    url: str,
+    duration: int,
+    connections: int,
+    script: Path | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if script is not None:
         cmd[1:1] = ["-s", str(script)]
+    for name, value in (headers or {}).items():
+        cmd[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

@@ -108,16 +108,18 @@ def test_serve_demo_over_real_http(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "server did not start"
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             time.sleep(0.2)
+        # authorization is on by default: the data needs a token (tests/auth/test_real_server
+        # signs in as the printed demo patient and reads it); the CapabilityStatement is public
         status, body = _get(f"{base}/Patient/demo-patient-1")
-        assert status == 200
-        assert json.loads(body)["resourceType"] == "Patient"
+        assert status == 401
+        assert json.loads(body)["resourceType"] == "OperationOutcome"
         status, body = _get(f"{base}/metadata")
         assert json.loads(body)["fhirVersion"] == "4.0.1"
-        assert _get(f"{base}/Observation/patient-1-obs-0")[0] == 200
     finally:
         os.killpg(proc.pid, 15)
         out = proc.communicate(timeout=60)[0].decode()
     assert f"serving {base}" in out
+    assert "Demo sign-in" in out and "demo-patient" in out
 
 
 def test_explain_prints_the_sql_and_the_plan_of_a_search(tmp_path: Path) -> None:

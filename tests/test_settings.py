@@ -40,3 +40,23 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
     monkeypatch.delenv("HEALTHBRIDGE_PORT")
     assert not Settings(host="0.0.0.0").host_is_loopback()
+
+
+def test_settings_handed_to_worker_processes_read_back_the_same(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``serve`` exports the effective settings for Granian's workers; every field, lists
+    included, must read back unchanged (a list exported as ``['a']`` once crashed them)."""
+    from healthbridge.cli import _export
+
+    given = Settings(
+        data_dir=tmp_path, trusted_proxies="10.0.0.1, 192.168.0.0/16", rate_limit_ip="5/second"
+    )
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"HEALTHBRIDGE_{name.upper()}", raising=False)
+    _export(given)
+    again = Settings()
+    assert again.trusted_proxies == ["10.0.0.1", "192.168.0.0/16"]
+    assert again.model_dump(exclude={"database"}) == given.model_dump(exclude={"database"})
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"HEALTHBRIDGE_{name.upper()}", raising=False)

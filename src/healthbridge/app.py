@@ -11,6 +11,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +21,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthbridge import __version__
+from healthbridge.audit.keys import audit_key
+from healthbridge.audit.recorder import AuditRecorder
+from healthbridge.audit.startup import start_audit
+from healthbridge.auth.audit_events import audit_sink
+from healthbridge.auth.config import auth_config
+from healthbridge.auth.discovery import capability_security
+from healthbridge.auth.service import AuthService, log_event
 from healthbridge.fhir import ucum
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError, Issue, MethodNotAllowed, Unavailable
@@ -38,6 +46,10 @@ from healthbridge.rest.operations import reindex, validate
 from healthbridge.rest.operations.registry import OperationRegistry
 from healthbridge.rest.routes import Router
 from healthbridge.rest.service import FhirService
+from healthbridge.security.access import AccessPolicy
+from healthbridge.security.context import Authenticator
+from healthbridge.security.ratelimit import RateLimitConfig, RateLimiter
+from healthbridge.security.ratelimit_middleware import RateLimitMiddleware, parse_networks
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
 
@@ -64,8 +76,19 @@ def _sql_factory(settings: Settings) -> RepositoryFactory:
 
 
 def _fhir_router(
-    settings: Settings, repository: Repository, registry: SearchRegistry, runner: ReindexRunner
+    settings: Settings,
+    repository: Repository,
+    registry: SearchRegistry,
+    runner: ReindexRunner,
+    *,
+    authenticator: Authenticator | None = None,
+    limiter: RateLimiter | None = None,
+    recorder: AuditRecorder | None = None,
+    security: dict[str, Any] | None = None,
 ) -> Router:
+    """The FHIR API. ``authenticator`` None serves every request unrestricted (``--no-auth``);
+    otherwise each request runs over its access-controlled repository (security/access.py).
+    ``security`` is the CapabilityStatement's ``rest.security`` (the SMART endpoints)."""
     definitions = registry.core
     validator = Validator(definitions, max_string_length=settings.max_string_chars)
     limits = HttpLimits(
@@ -91,11 +114,21 @@ def _fhir_router(
         search=search,
         refresh_search=lambda: registry.refresh(repository.jobs),
         bundles=BundleProcessor(service, BundleLimits(max_entries=settings.max_bundle_entries)),
+        audit=repository.audit,
     )
     operations = _operations(runner)
-    capabilities = Capabilities(ctx, operations)
+    capabilities = Capabilities(ctx, operations, security)
     registry.on_search_change(lambda _: capabilities.refresh())
-    return Router(ctx, operations, capabilities.handle)
+    policy = AccessPolicy(search)
+    return Router(
+        ctx,
+        operations,
+        capabilities.handle,
+        authenticator=authenticator,
+        policy=policy,
+        limiter=limiter,
+        recorder=recorder,
+    )
 
 
 async def _keep_fresh(registry: SearchRegistry, repository: Repository, every: float) -> None:
@@ -106,6 +139,29 @@ async def _keep_fresh(registry: SearchRegistry, repository: Repository, every: f
             await registry.refresh(repository.jobs)
         except FhirError as exc:  # the database is briefly unavailable: try again later
             _log.warning("search registry refresh failed", error=str(exc))
+
+
+SMART_CONFIGURATION = PREFIX + ".well-known/smart-configuration"
+
+
+async def _start_auth(
+    settings: Settings, repository: Repository, app: Starlette, recorder: AuditRecorder
+) -> AuthService | None:
+    """The authorization server (auth/) with its routes mounted, its sign-in and token events
+    audited; None with ``--no-auth``. Its token verifier is the FHIR API's authenticator."""
+    if settings.no_auth:
+        return None
+    events = audit_sink(recorder, log_event)
+    auth = AuthService(auth_config(settings), repository, events=events)
+    await auth.start()
+    app.router.routes.extend(auth.routes())
+    return auth
+
+
+async def _stop_auth(auth: AuthService, app: Starlette) -> None:
+    await auth.close()
+    for route in auth.routes():
+        app.router.routes.remove(route)
 
 
 class _Entry:
@@ -124,6 +180,7 @@ class _Entry:
             self.fhir is not None
             and scope["type"] == "http"
             and (scope["path"].startswith(PREFIX) or scope["path"] == BASE_PATH)
+            and scope["path"] != SMART_CONFIGURATION  # discovery is the auth server's route
         ):
             await self.fhir(scope, receive, send)
         else:
@@ -137,6 +194,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = "not-found" if exc.status_code == 404 else "processing"
     text = f"No endpoint at {request.url.path}" if exc.status_code == 404 else str(exc.detail)
     return outcome_response(exc.status_code, [Issue("error", code, text)])
+
+
+def _fhir_base(settings: Settings) -> str:
+    """The FHIR base URL the server is known by (the audit trail's observer)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")  # the FHIR base itself (rest/http.py)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}{BASE_PATH}"
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
 
 def create_app(
@@ -162,7 +231,23 @@ def create_app(
         runner = ReindexRunner(
             repository.jobs, repository.reindexer, registry, barrier_seconds=refresh * 2.5
         )
-        entry.fhir = _fhir_router(settings, repository, registry, runner)
+        recorder = await start_audit(
+            repository,
+            key=audit_key(settings.audit_key, settings.data_dir),
+            base_url=_fhir_base(settings),
+            definitions=registry.core,
+        )
+        auth = await _start_auth(settings, repository, app, recorder)
+        entry.fhir = _fhir_router(
+            settings,
+            repository,
+            registry,
+            runner,
+            authenticator=auth.verifier if auth is not None else None,
+            limiter=limiter,
+            recorder=recorder,
+            security=capability_security(auth.config) if auth is not None else None,
+        )
         background = [
             asyncio.create_task(_keep_fresh(registry, repository, refresh), name="registry"),
             asyncio.create_task(runner.resume(), name="reindex-resume"),
@@ -177,10 +262,10 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await runner.close()
+            if auth is not None:
+                await _stop_auth(auth, app)
+            await recorder.close()  # the last buffered events are written before it ends
             await repository.close()
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         repository = state.get("repository")
@@ -197,7 +282,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/healthz", healthz),
+            Route("/healthz", _healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
         ],
@@ -210,9 +295,30 @@ def create_app(
         return response.status_code, response.raw_headers, bytes(response.body)
 
     entry = _Entry(app)
+    limiter = build_rate_limiter(settings)  # one per process: the FHIR router shares it
+    limited: ASGIApp = entry
+    if limiter is not None:
+        proxies = parse_networks(settings.trusted_proxies)
+        limited = RateLimitMiddleware(entry, limiter, trusted_proxies=proxies)
     return ObservabilityMiddleware(
-        entry, metrics=metrics, error_body=error_body, access_log=settings.access_log
+        limited, metrics=metrics, error_body=error_body, access_log=settings.access_log
     )
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The process's rate limiter from settings (None when ``rate_limits`` is off)."""
+    if not settings.rate_limits:
+        return None
+    config = RateLimitConfig(
+        storage=settings.rate_limit_storage,
+        ip=settings.rate_limit_ip,
+        client=settings.rate_limit_client,
+        login=settings.rate_limit_login,
+        token=settings.rate_limit_token,
+        token_client=settings.rate_limit_token_client,
+        shared_ip=settings.rate_limit_ip_shared,
+    )
+    return RateLimiter(config)
 
 
 def create_app_from_env() -> ASGIApp:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
+import limits
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,123 @@ class Settings(BaseSettings):
         description="How often each server process checks for custom SearchParameter changes "
         "made through $reindex (a reindex waits about twice this before it scans)",
     )
+
+    # -- rate limits (security/ratelimit.py) --
+    rate_limits: bool = Field(
+        default=True, description="Per-address and per-client rate limits (docs/limits.md)"
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="memory:// (each process counts on its own) or redis://host:6379/0 "
+        "(shared by every process and host)",
+    )
+    rate_limit_ip: str = Field(
+        default="20000/second",
+        description="Weighted units per client address (read 1, search and history 5, "
+        "write, transaction and operation 10, $export/$import 100)",
+    )
+    rate_limit_client: str = Field(
+        default="5000/second", description="Weighted units per OAuth client on the FHIR API"
+    )
+    rate_limit_login: str = Field(
+        default="10/minute",
+        description="POSTs per address to /auth/login, /auth/login/totp and /auth/authorize",
+    )
+    rate_limit_token: str = Field(
+        default="60/minute",
+        description="POSTs per address to /auth/token, /auth/revoke and /auth/introspect",
+    )
+    rate_limit_token_client: str = Field(
+        default="30/minute", description="Token requests per client id"
+    )
+    rate_limit_ip_shared: bool = Field(
+        default=False,
+        description="Count HEALTHBRIDGE_RATE_LIMIT_IP in the shared storage too (one Redis round "
+        "trip per request); off, each process counts it (login, token and client budgets are "
+        "always shared)",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or CIDR ranges of reverse proxies whose "
+        "X-Forwarded-For is believed (empty: the connection's address counts)",
+    )
+
+    # -- authorization server (auth/) --
+    auth_access_token_minutes: int = Field(
+        default=5, ge=1, le=60, description="Lifetime of access tokens and id_tokens"
+    )
+    auth_refresh_token_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Lifetime of refresh tokens (offline_access); each use rotates the token",
+    )
+    auth_code_seconds: int = Field(
+        default=60, ge=1, le=600, description="Lifetime of authorization codes (at most 10 min)"
+    )
+    auth_session_minutes: int = Field(
+        default=60, ge=1, le=24 * 60, description="How long a sign-in to /auth/ pages lasts"
+    )
+    auth_key_rotation_days: int = Field(
+        default=30, ge=1, le=365, description="A new token signing key every this many days"
+    )
+    auth_lockout_threshold: int = Field(
+        default=5, ge=1, le=100, description="Failed sign-ins in a row that lock an account"
+    )
+    auth_lockout_minutes: int = Field(
+        default=15, ge=1, le=7 * 24 * 60, description="How long a locked account stays locked"
+    )
+    auth_jwks_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host[:port] names whose client JWKS URLs may be fetched "
+        "even though they are loopback or private addresses (or plain http)",
+    )
+    auth_jwks_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=30, description="Timeout of one client JWKS URL fetch"
+    )
+    auth_jwks_max_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=1024 * 1024, description="Largest client JWKS accepted"
+    )
+    auth_jwks_cache_seconds: int = Field(
+        default=300, ge=0, le=86400, description="How long a fetched client JWKS is reused"
+    )
+
+    # -- audit trail (audit/) --
+    audit_key: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=32,
+        description="HMAC key of the audit trail's hash chain (at least 32 characters; the same "
+        "for every server process and `healthbridge audit verify`). Default: audit.key under "
+        "data_dir, created on first start",
+    )
+
+    @field_validator(
+        "rate_limit_ip",
+        "rate_limit_client",
+        "rate_limit_login",
+        "rate_limit_token",
+        "rate_limit_token_client",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            items = limits.parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(f"{value!r} is not a rate such as 100/second or 10/minute;1000/day")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for item in value:
+                ipaddress.ip_network(str(item).strip(), strict=False)  # ValueError if not
+        return value
 
     @field_validator("log_level")
     @classmethod

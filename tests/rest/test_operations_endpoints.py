@@ -45,7 +45,9 @@ def test_unexpected_error_is_a_clean_500(tmp_path: Path) -> None:
     async def factory() -> Repository:
         return _Broken()
 
-    app = create_app(Settings(data_dir=tmp_path, access_log=False, no_auth=True), repository_factory=factory)
+    app = create_app(
+        Settings(data_dir=tmp_path, access_log=False, no_auth=True), repository_factory=factory
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/fhir/Patient/abc")
         assert response.status_code == 500
@@ -67,7 +69,9 @@ def test_database_down_is_503_and_not_ready(tmp_path: Path) -> None:
     async def factory() -> Repository:
         return _Down()
 
-    app = create_app(Settings(data_dir=tmp_path, access_log=False, no_auth=True), repository_factory=factory)
+    app = create_app(
+        Settings(data_dir=tmp_path, access_log=False, no_auth=True), repository_factory=factory
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/fhir/Patient/abc")
         assert response.status_code == 503

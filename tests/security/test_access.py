@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import Forbidden, NotFound
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.rest.bundle import BundleProcessor
 from healthbridge.rest.service import FhirService
-from healthbridge.security.access import CONFIDENTIALITY, AccessPolicy
+from healthbridge.security.access import CONFIDENTIALITY, REDACTED, AccessPolicy
 from healthbridge.security.context import AccessContext
 from healthbridge.security.scopes import parse_scopes
 from healthbridge.store.repository import HistoryQuery, Repository
@@ -299,3 +300,35 @@ async def test_only_auditors_read_the_audit_trail(service: FhirService) -> None:
         await _ids(clinician, "AuditEvent")
     auditor = scoped(service, "user/AuditEvent.rs", patient=None, roles=("auditor",))
     assert await _ids(auditor, "AuditEvent") == []
+
+
+async def test_elements_with_restricted_inline_labels_are_removed_without_clearance(
+    service: FhirService,
+) -> None:
+    """DS4P inline security labels: the labelled element is cut from what an uncleared token
+    sees (the resource says REDACTED), and such a token cannot overwrite what it cannot see."""
+    label = {
+        "url": "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/"
+        "extension-inline-sec-label",
+        "valueCoding": {"system": CONFIDENTIALITY, "code": "R"},
+    }
+    body = _observation(
+        "a",
+        "laboratory",
+        "5-5",
+        id="a-notes",
+        note=[{"text": "ordinary"}, {"text": "hidden remark", "extension": [label]}],
+    )
+    await service.update("Observation", "a-notes", body, None)
+    a = scoped(service, "patient/*.cruds")
+    seen = jsonformat.loads((await a.read("Observation", "a-notes")).content)
+    assert seen["note"] == [{"text": "ordinary"}]
+    assert {"system": REDACTED["system"], "code": "REDACTED"} in seen["meta"]["security"]
+    query = service.search.parse("Observation", [("code", "5-5")])
+    found = (await a.repository.search(query)).matches
+    assert b"hidden remark" not in found[0].content
+    with pytest.raises(Forbidden):
+        await a.update("Observation", "a-notes", seen, None)
+    cleared = scoped(service, "patient/*.rs", roles=("restricted-data",))
+    assert b"hidden remark" in (await cleared.read("Observation", "a-notes")).content
+    assert b"hidden remark" in (await service.read("Observation", "a-notes")).content

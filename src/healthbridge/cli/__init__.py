@@ -1,4 +1,4 @@
-"""The ``healthbridge`` command: serve, migrate, demo, import, explain, version.
+"""The ``healthbridge`` command: serve, migrate, demo, import, explain, audit verify, version.
 
 Every option also reads ``HEALTHBRIDGE_<OPTION>`` from the environment (via Settings). ``serve``
 migrates the database, optionally loads the demo data, prints the FHIR base URL and starts Granian
@@ -17,9 +17,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from healthbridge import FHIR_VERSION, __version__
+from healthbridge.cli import audit, clients, users
 from healthbridge.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="HealthBridge FHIR R4 server")
+app.add_typer(users.app, name="users")
+app.add_typer(clients.app, name="clients")
+app.add_typer(audit.app, name="audit")
 console = Console(stderr=True)
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")]
@@ -48,7 +52,9 @@ def _settings(**given: Any) -> Settings:
 def _export(settings: Settings) -> None:
     """Hand the effective settings to Granian's worker processes through the environment."""
     for name, value in settings.model_dump().items():
-        if value is not None:
+        if isinstance(value, list):  # list settings are read back as comma-separated values
+            os.environ[f"HEALTHBRIDGE_{name.upper()}"] = ",".join(map(str, value))
+        elif value is not None:
             os.environ[f"HEALTHBRIDGE_{name.upper()}"] = str(value)
     os.environ["HEALTHBRIDGE_DATABASE"] = settings.database_url()
 
@@ -134,6 +140,10 @@ def serve(
     if settings.demo:
         loaded, skipped = asyncio.run(_load_demo(settings))
         console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
+        if not settings.no_auth:
+            from healthbridge.cli.auth_demo import prepare
+
+            prepare(settings, console)
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     base = f"{scheme}://{shown_host}:{settings.port}/fhir"

@@ -178,7 +178,11 @@ def _system_search(definitions: Definitions) -> dict[str, Any]:
     return {"searchParam": found, "compartment": compartments}
 
 
-def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dict[str, Any]:
+def capability_statement(
+    ctx: RestContext, operations: OperationRegistry, security: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The statement; ``security`` is ``rest.security`` (how to get a token), None when the
+    server runs without authorization."""
     definitions = ctx.search.definitions  # core + searchable custom SearchParameters
     types = sorted(definitions.resource_types)
     revincludes = _reverse_includes(definitions)
@@ -204,6 +208,9 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
     }
     if system_ops:
         rest["operation"] = system_ops
+    if security is not None:
+        rest = {"mode": rest.pop("mode"), "documentation": rest.pop("documentation"),
+                "security": security, **rest}  # fmt: skip
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -219,15 +226,21 @@ def capability_statement(ctx: RestContext, operations: OperationRegistry) -> dic
 
 
 class Capabilities:
-    def __init__(self, ctx: RestContext, operations: OperationRegistry) -> None:
+    def __init__(
+        self,
+        ctx: RestContext,
+        operations: OperationRegistry,
+        security: dict[str, Any] | None = None,
+    ) -> None:
         self.ctx = ctx
         self._operations = operations
-        self.statement = capability_statement(ctx, operations)
+        self._security = security
+        self.statement = capability_statement(ctx, operations, security)
         self._encoded: dict[str, bytes] = {}
 
     def refresh(self) -> None:
         """Rebuild the statement (the searchable parameters changed: a $reindex finished)."""
-        self.statement = capability_statement(self.ctx, self._operations)
+        self.statement = capability_statement(self.ctx, self._operations, self._security)
         self._encoded = {}
 
     async def handle(self, request: Request) -> Response:

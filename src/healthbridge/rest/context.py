@@ -9,6 +9,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.rest.bundle import BundleProcessor
 from healthbridge.rest.http import HttpLimits
 from healthbridge.rest.service import FhirService
+from healthbridge.store.audit import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +23,5 @@ class RestContext:
     they changed. Called when a search names a parameter the parser does not know."""
     bundles: BundleProcessor | None = None
     """Runs transaction and batch Bundles (``POST [base]``)."""
+    audit: AuditLog | None = None
+    """The audit trail, searched by auditors (``GET [base]/AuditEvent``, audit_events.py)."""

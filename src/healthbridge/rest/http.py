@@ -28,6 +28,10 @@ BASE_PATH = "/fhir"
 ACCESS = "healthbridge.access"
 """The ASGI scope key holding the request's :class:`~healthbridge.security.context.AccessContext`
 once it is authenticated (set by the router, inherited by bundle entries)."""
+INTERACTION = "healthbridge.interaction"
+"""The ASGI scope key holding the interaction code (or ``$operation``) a request was routed to."""
+ENTRY = "healthbridge.entry"
+"""The ASGI scope key marking a Bundle entry answered as a request of its own."""
 
 
 @dataclass(frozen=True, slots=True)

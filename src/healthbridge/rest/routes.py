@@ -23,11 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.fhir.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
+from healthbridge.rest import auditing
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.http import ACCESS, PREFIX
+from healthbridge.rest.http import ACCESS, ENTRY, INTERACTION, PREFIX
 from healthbridge.rest.interactions import (
+    audit_events,
     bundle,
     conditional_delete,
     conditional_update,
@@ -42,10 +45,14 @@ from healthbridge.rest.interactions import (
 )
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
-from healthbridge.security.access import AccessPolicy, is_admin
+from healthbridge.security.access import AUDITED, AccessPolicy, is_admin, may_audit
 from healthbridge.security.context import UNRESTRICTED, AccessContext, Authenticator
+from healthbridge.security.ratelimit import RateLimiter
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
+WRITES = frozenset({"create", "update", "patch", "delete"})
+AUDIT_SHAPES = frozenset({("type", "GET"), ("type-search", "POST"), ("instance", "GET")})
+"""The AuditEvent URLs served from the audit trail (search and read; writes are refused)."""
 ADMIN_OPERATIONS = frozenset({"reindex"})
 """Operations that change the server itself: administrators and system-wide backend services
 only."""
@@ -97,7 +104,9 @@ class Router:
     """Dispatches FHIR URLs under ``/fhir`` to interactions and operations.
 
     ``authenticator`` None means ``--no-auth`` development mode: every request runs
-    unrestricted. Otherwise ``policy`` wraps the repository per request."""
+    unrestricted. Otherwise ``policy`` wraps the repository per request, and ``limiter``
+    charges the token's client for each interaction (429 when its budget is spent).
+    ``recorder`` audits every request, whatever its outcome."""
 
     def __init__(
         self,
@@ -107,12 +116,19 @@ class Router:
         *,
         authenticator: Authenticator | None = None,
         policy: AccessPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        recorder: AuditRecorder | None = None,
     ) -> None:
         self.ctx = ctx
         self.operations = operations
         self.capabilities = capabilities
         self.authenticator = authenticator
         self.policy = policy
+        self.limiter = limiter
+        """Spends each client's weighted budget (the per-address one is spent before, by the
+        rate-limit middleware); bundle entries are paid for by their Bundle."""
+        self.recorder = recorder
+        """Audits every request (rest/auditing.py); None only in tests of the router."""
         if authenticator is not None and policy is None:
             raise ValueError("an authenticator needs an access policy to enforce")
         if ctx.bundles is not None:  # bundle entries are answered as requests of their own
@@ -153,7 +169,30 @@ class Router:
                 else f"{request.method} is not supported on this URL",
                 headers={"Allow": ", ".join(allowed)} if allowed else None,
             )
+        request.scope[INTERACTION] = interaction.code
+        if interaction.code in WRITES:
+            ctx.service.check_writable(request.scope["path_params"]["type"])
+        await self._charge(request, interaction.code)
+        if (shape, method) in AUDIT_SHAPES and request.scope["path_params"]["type"] == AUDITED:
+            return await self._audit_trail(ctx, shape, request)
         return await interaction.handler(ctx, request)
+
+    async def _audit_trail(self, ctx: RestContext, shape: str, request: Request) -> Response:
+        """AuditEvents are read from the audit trail itself, by auditors only."""
+        if not may_audit(request.scope[ACCESS]):
+            raise Forbidden(
+                "The audit trail is readable by auditors only (a user with the auditor role, "
+                "or a backend service with system/AuditEvent scopes)",
+                code="forbidden",
+            )
+        if shape == "instance":
+            return await audit_events.read(ctx, request)
+        return await audit_events.search(ctx, request)
+
+    async def _charge(self, request: Request, interaction: str) -> None:
+        client = request.scope[ACCESS].client_id
+        if self.limiter is not None and client is not None and not request.scope.get(ENTRY):
+            await self.limiter.check_client(client, interaction)
 
     async def _operation(
         self,
@@ -167,6 +206,8 @@ class Router:
         if resource_type is not None:
             ctx.service.check_type(resource_type)
         operation = self.operations.resolve(name, level, request.method, resource_type)
+        request.scope[INTERACTION] = f"${name}"
+        await self._charge(request, f"${name}")
         if name in ADMIN_OPERATIONS and not is_admin(request.scope[ACCESS]):
             raise Forbidden(
                 f"${name} is an administrative operation: it needs an admin user or a backend "
@@ -176,6 +217,22 @@ class Router:
         return await operation.handler(ctx, request)
 
     async def handle(self, request: Request) -> Response:
+        """Run the request (:meth:`route`) and audit it, whatever its outcome."""
+        recorder = self.recorder
+        if recorder is None:
+            return await self.route(request)
+        token = auditing.acting(request)
+        try:
+            response = await self.route(request)
+        except FhirError as exc:
+            auditing.record(recorder, request, None, exc)
+            raise
+        finally:
+            auditing.done(token)
+        auditing.record(recorder, request, response, None)
+        return response
+
+    async def route(self, request: Request) -> Response:
         """Resolve ``[base]/...`` by its path segments and run the interaction or operation."""
         parts = request.scope["path"][len(PREFIX) :].removesuffix("/").split("/")
         params: dict[str, str] = {}

@@ -23,6 +23,7 @@ from healthbridge.fhir.errors import (
     Conflict,
     InvalidRequest,
     Issue,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -33,6 +34,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
+from healthbridge.security.access import SERVER_WRITTEN
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
@@ -82,6 +84,17 @@ class FhirService:
         return service
 
     # -- checks ---------------------------------------------------------------------------
+    @staticmethod
+    def check_writable(resource_type: str) -> None:
+        """405 for the types only the server writes: the audit trail (``AuditEvent``) is
+        immutable through the API, whoever asks, ``--no-auth`` included."""
+        if resource_type in SERVER_WRITTEN:
+            raise MethodNotAllowed(
+                f"{resource_type} resources are written by the server only: they cannot be "
+                "created, changed or deleted through the API",
+                headers={"Allow": "GET"},
+            )
+
     def check_type(self, resource_type: str) -> None:
         if not self.definitions.is_resource_type(resource_type):
             raise NotFound(

@@ -74,6 +74,16 @@ server behaves for everyone: only administrators and ``system/`` backend service
 WRITES = frozenset({"create", "update", "patch", "delete"})
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+INLINE_LABEL = (
+    "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label"
+)
+"""An element-level security label (HL7 DS4P inline security labels): the element that carries
+it is removed from what tokens without clearance see."""
+_INLINE_MARK = b"extension-inline-sec-label"
+REDACTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "REDACTED",
+}
 
 
 class ConsentHook(Protocol):
@@ -140,6 +150,47 @@ def _patients_referenced(resource: Resource) -> set[str]:
         elif isinstance(node, list):
             stack.extend(item for item in node if isinstance(item, dict | list))
     return found
+
+
+def _prune(node: object, hidden: frozenset[tuple[str, str]]) -> bool:
+    """Remove, at any depth, every element that carries an inline security label in
+    ``hidden``; True when something was removed."""
+    removed = False
+    stack: list[object] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key in list(current):
+                value = current[key]
+                if isinstance(value, dict) and _inline_hidden(value, hidden):
+                    del current[key]
+                    removed = True
+                elif isinstance(value, list):
+                    kept = [
+                        v for v in value if not (isinstance(v, dict) and _inline_hidden(v, hidden))
+                    ]
+                    if len(kept) != len(value):
+                        removed = True
+                        if kept:
+                            current[key] = kept
+                        else:
+                            del current[key]
+                    stack.extend(kept)
+                elif isinstance(value, dict):
+                    stack.append(value)
+    return removed
+
+
+def _inline_hidden(element: dict[str, object], hidden: frozenset[tuple[str, str]]) -> bool:
+    extensions = element.get("extension")
+    if not isinstance(extensions, list):
+        return False
+    for extension in extensions:
+        if isinstance(extension, dict) and extension.get("url") == INLINE_LABEL:
+            coding = extension.get("valueCoding")
+            if isinstance(coding, dict) and (coding.get("system"), coding.get("code")) in hidden:
+                return True
+    return False
 
 
 def system_wide(access: AccessContext, permission: str) -> bool:
@@ -243,6 +294,18 @@ class _Checks:
         return any(
             isinstance(c, dict) and (c.get("system"), c.get("code")) in hidden for c in labels
         )
+
+    def redact(self, stored: StoredResource) -> StoredResource:
+        """``stored`` without the elements whose inline security labels this token may not
+        see (marked ``REDACTED`` in ``meta.security``); itself when there are none."""
+        if self._cleared or stored.deleted or _INLINE_MARK not in stored.content:
+            return stored
+        resource = jsonformat.loads(stored.content)
+        if not _prune(resource, self.policy.labels.hidden):
+            return stored
+        meta = resource.setdefault("meta", {})
+        meta["security"] = [*meta.get("security", []), REDACTED]
+        return replace(stored, content=jsonformat.dumps(resource))
 
     def matches_filters(self, decision: Decision, resource: Resource) -> bool:
         if not decision.filters:
@@ -439,14 +502,14 @@ class AccessControlled:
         stored = await self.inner.read(resource_type, id)
         if not await self.checks.visible(decision, stored):
             raise not_found(resource_type, id)
-        return stored
+        return self.checks.redact(stored)
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
         decision = self.checks.allow(resource_type, "vread")
         stored = await self.inner.vread(resource_type, id, version_id)
         if not await self.checks.visible(decision, stored):
             raise not_found(resource_type, id, version_id)
-        return stored
+        return self.checks.redact(stored)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         interaction = _history_interaction(query)
@@ -456,11 +519,13 @@ class AccessControlled:
             return await self.inner.history(query)
         decision = self.checks.allow(query.resource_type, interaction)
         page = await self.inner.history(query)
-        kept = [s for s in page.entries if await self.checks.visible(decision, s)]
+        kept = [
+            self.checks.redact(s) for s in page.entries if await self.checks.visible(decision, s)
+        ]
         if query.id is not None and page.entries and not any(not s.deleted for s in kept):
             raise not_found(query.resource_type, query.id)
         if len(kept) == len(page.entries):
-            return page
+            return replace(page, entries=kept)
         return HistoryPage(kept, page.next_cursor, None)
 
     async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
@@ -471,10 +536,13 @@ class AccessControlled:
             or not self.checks._cleared
             or self.checks.policy.consent is not None
         )
-        if not page.included or not needs_check:
+        if not needs_check:
             return page
-        included = await self.checks.included({}, page)
-        return replace(page, included=included)
+        included = await self.checks.included({}, page) if page.included else page.included
+        redact = self.checks.redact
+        return replace(
+            page, matches=[redact(s) for s in page.matches], included=[redact(s) for s in included]
+        )
 
     # -- writes --------------------------------------------------------------------------
     async def _guard_existing(self, decision: Decision, resource_type: str, id: str) -> bool:
@@ -485,6 +553,12 @@ class AccessControlled:
             return False
         if not await self.checks.visible(decision, current):
             raise not_found(resource_type, id)
+        if self.checks.redact(current) is not current:
+            raise Forbidden(
+                f"{resource_type}/{id} holds elements this token may not see (restricted "
+                "security labels), so it cannot change or delete it",
+                code="forbidden",
+            )
         return True
 
     async def create(

@@ -2,8 +2,9 @@
 
 It passes the same contract suite as the SQL backends (tests/store), following the FHIR RESTful
 API (https://hl7.org/fhir/R4/http.html): versions, history, If-Match, delete as a version, and one
-outbox event per committed change. One unit of work runs at a time (an asyncio.Lock); its writes
-are buffered and become visible to others only when it commits, so a rollback leaves nothing.
+outbox event per committed change (with the actor of :mod:`.actor`). One unit of work runs at a
+time (an asyncio.Lock); its writes are buffered and become visible to others only when it
+commits, so a rollback leaves nothing.
 Search (https://hl7.org/fhir/R4/search.html) is evaluated in memory by
 :mod:`healthbridge.store.memory_search`. Nothing survives the process.
 """
@@ -17,11 +18,14 @@ from contextlib import asynccontextmanager
 from healthbridge.fhir.definitions import Definitions, load_definitions
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
+from healthbridge.store.actor import current_actor
 from healthbridge.store.autocommit import AutocommitWrites
 from healthbridge.store.history import page_of
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.keys import resource_key
+from healthbridge.store.memory_audit import MemoryAuditLog
 from healthbridge.store.memory_jobs import MemoryJobs
+from healthbridge.store.memory_records import MemoryRecords
 from healthbridge.store.memory_search import MemorySearch
 from healthbridge.store.reindexing import ReindexBatch
 from healthbridge.store.repository import (
@@ -50,7 +54,7 @@ class _State:
         self.versions: dict[Key, dict[int, StoredResource]] = {}
         self.outbox: list[OutboxEvent] = []
 
-    def apply(self, written: list[StoredResource]) -> None:
+    def apply(self, written: list[StoredResource], actor: str | None) -> None:
         for stored in written:
             key = (stored.resource_type, stored.id)
             self.current[key] = stored
@@ -63,6 +67,7 @@ class _State:
                 stored.version_id,
                 stored.method,
                 stored.last_updated,
+                actor,
             )
             self.outbox.append(event)
 
@@ -143,6 +148,8 @@ class MemoryRepository(AutocommitWrites):
         self._definitions = definitions
         self._search: MemorySearch | None = None
         self.jobs = MemoryJobs(clock)
+        self.records = MemoryRecords(clock)
+        self.audit = MemoryAuditLog()
         self.reindexer = MemoryReindexer(self._state.by_type)
 
     def use_definitions(self, definitions: Definitions) -> None:
@@ -153,10 +160,11 @@ class MemoryRepository(AutocommitWrites):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        actor = current_actor()  # in the caller's task, as the SQL backends take it
         async with self._lock:
             tx = MemoryTransaction(self._state, self._clock)
             yield tx
-            self._state.apply(tx.written)
+            self._state.apply(tx.written, actor)
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         stored = self._state.current.get((resource_type, id))

@@ -34,7 +34,9 @@ from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
+from healthbridge.store.audit import AuditLog
 from healthbridge.store.jobs import JobStore
+from healthbridge.store.records import RecordStore
 from healthbridge.store.reindexing import Reindexer
 
 Method = Literal["create", "update", "delete"]
@@ -89,6 +91,8 @@ class OutboxEvent:
     version_id: int
     method: Method
     recorded: datetime
+    actor: str | None = None
+    """Who made the change (:mod:`healthbridge.store.actor`), as the request set it."""
 
 
 MAX_INCLUDED = 1000
@@ -194,6 +198,17 @@ class Repository(Protocol):
     @property
     def jobs(self) -> JobStore:
         """Background job state (:mod:`healthbridge.store.jobs`)."""
+        ...
+
+    @property
+    def records(self) -> RecordStore:
+        """Small durable key-value state of the authorization server
+        (:mod:`healthbridge.store.records`)."""
+        ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """The tamper-evident audit trail (:mod:`healthbridge.store.audit`)."""
         ...
 
     @property

@@ -25,7 +25,7 @@ from healthbridge.rest import negotiation
 from healthbridge.rest.bundle.entries import Entry
 from healthbridge.rest.bundle.responses import status_line
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.http import ACCESS, PREFIX
+from healthbridge.rest.http import ACCESS, ENTRY, PREFIX
 
 Dispatch = Callable[[Request], Awaitable[Response]]
 
@@ -55,6 +55,7 @@ def _scope(outer: Scope, entry: Entry) -> Scope:
         "query_string": entry.query.encode(),
         "headers": headers,
         ACCESS: outer.get(ACCESS),  # the entry runs with the Bundle's sender's access
+        ENTRY: True,
     }
 
 

@@ -123,6 +123,8 @@ class TransactionRun:
             return  # a system-level read: [base]?..., _history, $operation
         try:
             self.service.check_type(entry.resource_type)
+            if entry.method in WRITES:
+                self.service.check_writable(entry.resource_type)
             if entry.id is not None:
                 self.service.check_id(entry.id)
         except FhirError as exc:

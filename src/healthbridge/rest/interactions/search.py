@@ -147,11 +147,24 @@ def links(
 ) -> list[tuple[str, str]]:
     """``self`` (this page) and ``next``; unknown parameters are left out and ``_count`` is
     the page size actually used."""
-    dropped = {*query.unknown, "_cursor", "_count"}
-    kept = [(k, v) for k, v in params if k not in dropped] + [("_count", str(query.count))]
+    return page_links(path, params, query.count, cursor, page.next_cursor, query.unknown)
+
+
+def page_links(
+    path: str,
+    params: Params,
+    count: int,
+    cursor: str | None,
+    next_cursor: str | None,
+    dropped: tuple[str, ...] = (),
+) -> list[tuple[str, str]]:
+    """The ``self`` and ``next`` links of a keyset-paged page: ``params`` less ``dropped``
+    and the paging ones, ``_count`` the page size used, ``_cursor`` the page's position."""
+    skip = {*dropped, "_cursor", "_count"}
+    kept = [(k, v) for k, v in params if k not in skip] + [("_count", str(count))]
     out = [("self", _link(path, kept + ([("_cursor", cursor)] if cursor else [])))]
-    if page.next_cursor:
-        out.append(("next", _link(path, [*kept, ("_cursor", page.next_cursor)])))
+    if next_cursor:
+        out.append(("next", _link(path, [*kept, ("_cursor", next_cursor)])))
     return out
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from healthbridge.store.sql.dialects import Dialect
 
 VERSION_COLUMNS = ("type", "id", "version_id", "last_updated", "deleted", "method", "content")
-OUTBOX_COLUMNS = ("seq", "type", "id", "version_id", "method", "recorded")
+OUTBOX_COLUMNS = ("seq", "type", "id", "version_id", "method", "recorded", "actor")
 
 
 @dataclass(frozen=True, slots=True)

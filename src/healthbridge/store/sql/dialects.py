@@ -142,6 +142,14 @@ POSTGRESQL = Dialect(
 )
 
 
+def upsert_insert(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's own INSERT, which offers ``on_conflict_do_update`` (``INSERT ... ON
+    CONFLICT (...) DO UPDATE ... WHERE ...``, the same SQL on both databases) and ``excluded``."""
+    if dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 # --- search (https://hl7.org/fhir/R4/search.html): the planner's few dialect differences -------
 
 

@@ -3,8 +3,9 @@
 Implements the FHIR RESTful API's storage side (https://hl7.org/fhir/R4/http.html): read and
 vread return the stored bytes verbatim, history (http.html#history, :mod:`.history`) is
 keyset-paged newest first, and every committed change writes its outbox row in the same database
-transaction (:mod:`.transaction`). The driver (:mod:`.apsw_engine` or :mod:`.asyncpg_engine`) is
-chosen in :func:`healthbridge.store.sql.open_repository`; nothing here depends on which it is.
+transaction (:mod:`.transaction`), naming the request's actor (:mod:`..actor`). The driver
+(:mod:`.apsw_engine` or :mod:`.asyncpg_engine`) is chosen in
+:func:`healthbridge.store.sql.open_repository`; nothing here depends on which it is.
 
 A single create, update or delete (the plain REST interactions) runs through the engine's
 ``write_one`` without locks: group-committed on SQLite, one autocommitted statement per step on
@@ -22,6 +23,7 @@ from healthbridge.fhir.definitions import Definitions, load_definitions
 from healthbridge.fhir.search import Indexer
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
+from healthbridge.store.actor import current_actor
 from healthbridge.store.instants import Clock, from_micros
 from healthbridge.store.repository import (
     Applied,
@@ -33,10 +35,12 @@ from healthbridge.store.repository import (
     StoredResource,
     Transaction,
 )
+from healthbridge.store.sql.audit import SqlAuditLog
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
 from healthbridge.store.sql.indexing import IndexRows
 from healthbridge.store.sql.jobs import SqlJobs
+from healthbridge.store.sql.records import SqlRecords
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
@@ -54,8 +58,8 @@ OneChange = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
 def _event(row: Row) -> OutboxEvent:
-    seq, resource_type, id, version_id, method, recorded = row
-    return OutboxEvent(seq, resource_type, id, version_id, method, from_micros(recorded))
+    seq, resource_type, id, version_id, method, recorded, actor = row
+    return OutboxEvent(seq, resource_type, id, version_id, method, from_micros(recorded), actor)
 
 
 class SqlRepository:
@@ -74,6 +78,8 @@ class SqlRepository:
         self._search_timeout_s = search_timeout_s
         self._search = SqlSearch(engine, self._index.indexer.definitions, search_timeout_s)
         self.jobs = SqlJobs(engine, clock)
+        self.records = SqlRecords(engine, clock)
+        self.audit = SqlAuditLog(engine)
         self.reindexer = SqlReindex(engine, self._index)
 
     def use_definitions(self, definitions: Definitions) -> None:
@@ -83,18 +89,25 @@ class SqlRepository:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        actor = current_actor()
         async with self._engine.unit_of_work() as session:
-            yield SqlTransaction(session, self._sql, self._clock, self._index)
+            yield SqlTransaction(session, self._sql, self._clock, self._index, actor=actor)
 
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
         """One atomic group, made ready here before any lock is taken (index extracted, runs
         of creates stamped and turned into statements); on SQLite it is one change of a group
         commit (one hop, shared fsync), on PostgreSQL a unit of work."""
-        planned = plan(self._index, self._sql, self._clock, changes)
+        actor = current_actor()
+        planned = plan(self._index, self._sql, self._clock, changes, actor)
 
         async def work(session: Session) -> list[Applied]:
             tx = SqlTransaction(
-                session, self._sql, self._clock, self._index, prepared=planned.prepared
+                session,
+                self._sql,
+                self._clock,
+                self._index,
+                actor=actor,
+                prepared=planned.prepared,
             )
             return await tx.apply_planned(changes, planned)
 
@@ -131,6 +144,8 @@ class SqlRepository:
         return await self._write_one(lambda tx: tx.delete(resource_type, id, if_match))
 
     async def _write_one(self, change: OneChange[T], prepared: Prepared | None = None) -> T:
+        actor = current_actor()  # here, in the caller's task: the work may run on another thread
+
         def lock_free(session: Session) -> Coroutine[Any, Any, T]:
             return change(
                 SqlTransaction(
@@ -138,6 +153,7 @@ class SqlRepository:
                     self._sql,
                     self._clock,
                     self._index,
+                    actor=actor,
                     locking=False,
                     prepared=() if prepared is None else (prepared,),
                 )
@@ -147,7 +163,8 @@ class SqlRepository:
             return await self._engine.write_one(lock_free)
         except Contended:
             async with self._engine.unit_of_work() as session:
-                return await change(SqlTransaction(session, self._sql, self._clock, self._index))
+                tx = SqlTransaction(session, self._sql, self._clock, self._index, actor=actor)
+                return await change(tx)
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         if not is_valid_key(resource_type, id):

@@ -6,6 +6,7 @@ Storage follows the FHIR RESTful API's versioning (https://hl7.org/fhir/R4/http.
 * ``resource_history``: every version, primary key (type, id, version_id), with indexes on
   ``last_updated`` for system and type history (http.html#history).
 * ``outbox``: one row per committed change, in commit order, for the event relay.
+* ``audit_event`` and ``audit_head``: the hash-chained audit trail (:mod:`..audit`).
 
 Instants are BIGINT microseconds since the Unix epoch (UTC), so ``_since``/``_at`` comparisons
 are exact and identical on both databases. Content is BLOB/BYTEA holding the exact JSON bytes
@@ -85,6 +86,7 @@ outbox = Table(
     Column("version_id", Integer, nullable=False),
     Column("method", Text, nullable=False),
     Column("recorded", BigInteger, nullable=False),
+    Column("actor", Text),  # who made the change (JSON, healthbridge.store.actor), for audit
     sqlite_autoincrement=True,
 )
 
@@ -211,4 +213,51 @@ job = Table(
     Column("created", BigInteger, nullable=False),
     Column("updated", BigInteger, nullable=False),  # heartbeat, microseconds UTC
     Index(None, "kind", "state"),
+)
+
+# --- authorization server state (healthbridge.store.records) ---------------------------------
+
+record = Table(
+    "record",
+    metadata,
+    Column("kind", KEY_TEXT, primary_key=True),
+    Column("key", KEY_TEXT, primary_key=True),
+    Column("value", Text, nullable=False),  # JSON
+    Column("version", BigInteger, nullable=False),
+    Column("expires", BigInteger),  # microseconds UTC; NULL: never
+    Index(None, "expires"),
+)
+
+# --- the audit trail (https://hl7.org/fhir/R4/auditevent.html, IHE BALP; healthbridge.store.audit)
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    # Numbered 1, 2, 3... by the appender (no gaps), so a deleted row shows.
+    Column("seq", _Sequence, primary_key=True, autoincrement=False),
+    Column("recorded", BigInteger, nullable=False),  # microseconds UTC
+    Column("type", Text, nullable=False),  # AuditEvent.type code
+    Column("subtype", Text),
+    Column("action", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("patient", Text),  # Patient id
+    Column("agent", Text),  # the user: fhirUser reference, or the subject
+    Column("client", Text),  # OAuth client id
+    Column("source_seq", BigInteger),  # the outbox event it describes (relayed once)
+    Column("content", LargeBinary, nullable=False),  # the AuditEvent JSON, id = seq
+    Column("digest", LargeBinary, nullable=False),  # SHA-256 of the columns and content
+    Column("chain", LargeBinary, nullable=False),  # HMAC(key, previous chain, seq, digest)
+    Index(None, "source_seq", unique=True),
+    Index(None, "patient", "recorded"),
+    Index(None, "agent", "recorded"),
+    Index(None, "type", "recorded"),
+    Index(None, "recorded"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("seq", BigInteger, nullable=False),  # the last row's
+    Column("chain", LargeBinary, nullable=False),
 )

@@ -61,8 +61,8 @@ def prepare(index: IndexRows, changes: Sequence[Change]) -> list[Prepared]:
     ]
 
 
-def version_values(stored: StoredResource) -> dict[str, object]:
-    """The column values of a version row."""
+def version_values(stored: StoredResource, actor: str | None) -> dict[str, object]:
+    """The column values of a version row, and the ``actor`` of its outbox row."""
     return {
         "type": stored.resource_type,
         "id": stored.id,
@@ -72,6 +72,7 @@ def version_values(stored: StoredResource) -> dict[str, object]:
         "method": stored.method,
         "content": stored.content,
         "rkey": resource_key(stored.resource_type, stored.id),
+        "actor": actor,
     }
 
 
@@ -95,7 +96,13 @@ class Planned:
     runs: dict[int, Run]  # by the index of the run's first change
 
 
-def plan(index: IndexRows, sql: Statements, clock: Clock, changes: Sequence[Change]) -> Planned:
+def plan(
+    index: IndexRows,
+    sql: Statements,
+    clock: Clock,
+    changes: Sequence[Change],
+    actor: str | None,
+) -> Planned:
     prepared = prepare(index, changes)
     rows = {id(resource): version_index for resource, version_index in prepared}
     runs: dict[int, Run] = {}
@@ -117,7 +124,7 @@ def plan(index: IndexRows, sql: Statements, clock: Clock, changes: Sequence[Chan
                 method="create",
                 resource=change.resource,
             )
-            versions.append((version_values(stored), rows[id(change.resource)]))
+            versions.append((version_values(stored, actor), rows[id(change.resource)]))
             applied.append(Applied(stored, True))
         runs[indexes[0]] = Run(indexes, applied, sql.bulk.steps(versions))
     return Planned(prepared, runs)
@@ -140,6 +147,10 @@ def _create_runs(changes: Sequence[Change]) -> list[list[int]]:
 
 
 class SqlTransaction(VersionWriter):
+    """``actor`` (:mod:`healthbridge.store.actor`) goes into every outbox row; the repository
+    takes it in the caller's task, since the writes may run in another (SQLite's writer
+    thread)."""
+
     def __init__(
         self,
         session: Session,
@@ -147,11 +158,13 @@ class SqlTransaction(VersionWriter):
         clock: Clock,
         index: IndexRows,
         *,
+        actor: str | None,
         locking: bool = True,
         prepared: Sequence[Prepared] = (),
     ) -> None:
         super().__init__(clock, ATTEMPTS if locking else OPTIMISTIC_ATTEMPTS)
         self._session = session
+        self._actor = actor
         self._sql = sql
         self._index = index
         self._prepared = {id(resource): (resource, rows) for resource, rows in prepared}
@@ -185,7 +198,7 @@ class SqlTransaction(VersionWriter):
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
         """All ``changes`` in one call to the session (on SQLite: one hop to the writer thread
         for the whole group instead of one per statement), made ready before it."""
-        planned = plan(self._index, self._sql, self._clock, changes)
+        planned = plan(self._index, self._sql, self._clock, changes, self._actor)
 
         async def work(session: Session) -> list[Applied]:
             inner = SqlTransaction(
@@ -193,6 +206,7 @@ class SqlTransaction(VersionWriter):
                 self._sql,
                 self._clock,
                 self._index,
+                actor=self._actor,
                 locking=self.locking,
                 prepared=planned.prepared,
             )
@@ -221,10 +235,10 @@ class SqlTransaction(VersionWriter):
 
     async def _insert_first(self, stored: StoredResource, resource: Resource) -> bool:
         rows = self._rows(stored, resource)
-        first, then = self._sql.writes.first(version_values(stored), rows)
+        first, then = self._sql.writes.first(version_values(stored, self._actor), rows)
         return await self._session.execute_chain(first, then)
 
     async def _insert_next(self, stored: StoredResource, resource: Resource | None) -> bool:
         rows = self._rows(stored, resource)
-        first, then = self._sql.writes.next(version_values(stored), rows)
+        first, then = self._sql.writes.next(version_values(stored, self._actor), rows)
         return await self._session.execute_chain(first, then)

@@ -40,7 +40,7 @@ from healthbridge.store.sql.dialects import Dialect
 from healthbridge.store.sql.indexing import VersionIndex
 from healthbridge.store.sql.tables import SEARCH_TABLES, outbox, resource, resource_history
 
-_EVENT_COLUMNS = ("type", "id", "version_id", "method", "recorded")
+_EVENT_COLUMNS = ("type", "id", "version_id", "method", "recorded", "actor")
 
 
 def _array_name(table: str, column: str) -> str:
@@ -78,7 +78,10 @@ def _with_history_outbox_and_index(written: CTE, *, replace: bool) -> Select[Any
         columns, select(*(written.c[name] for name in columns))
     )
     event = (written.c.type, written.c.id, written.c.version_id, written.c.method)
-    events = outbox.insert().from_select(_EVENT_COLUMNS, select(*event, written.c.last_updated))
+    actor = bindparam("actor", type_=outbox.c.actor.type)  # who made it (store.actor)
+    events = outbox.insert().from_select(
+        _EVENT_COLUMNS, select(*event, written.c.last_updated, actor)
+    )
     ctes = [history.cte("history"), events.cte("events")]
     if replace:
         ctes += [
@@ -93,8 +96,8 @@ def _with_history_outbox_and_index(written: CTE, *, replace: bool) -> Select[Any
 
 
 class VersionWrites:
-    """Steps that store a version, given its column values (``type``, ``id``, ``rkey``...) and
-    its index rows."""
+    """Steps that store a version, given its column values (``type``, ``id``, ``rkey``...,
+    and ``actor`` for the outbox row) and its index rows."""
 
     def __init__(self, dialect: Dialect) -> None:
         c = compile_statement

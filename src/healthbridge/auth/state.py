@@ -1,0 +1,43 @@
+"""The authorization server's durable state: which record kinds it keeps, and how secrets are
+turned into keys (RFC 6819 https://www.rfc-editor.org/rfc/rfc6819#section-5.1.4.1.3: store
+hashes of tokens and codes, not the values).
+
+Every record lives in the repository's :class:`~healthbridge.store.records.RecordStore`; codes,
+refresh tokens, sessions and client secrets are stored under (or as) SHA-256 digests, so a copy
+of the database does not hold a usable credential. Passwords get Argon2id (:mod:`.passwords`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+CLIENT = "client"  # key: client_id
+USER = "user"  # key: username
+SIGNING_KEY = "signing-key"  # key: rotation period number, zero-padded
+CODE = "code"  # key: digest of the authorization code; one-time
+CODE_USED = "code-used"  # key: digest of a redeemed code -> its grant (reuse revokes it)
+REFRESH = "refresh"  # key: digest of the refresh token; one-time (rotation)
+REFRESH_USED = "refresh-used"  # key: digest of a rotated refresh token -> its grant
+REVOKED_TOKEN = "revoked-token"  # noqa: S105 - key: access token jti
+REVOKED_GRANT = "revoked-grant"  # key: grant id
+ASSERTION_JTI = "assertion-jti"  # key: client_id + " " + jti of a client assertion
+SESSION = "session"  # key: digest of the browser session id
+PENDING_LOGIN = "pending-login"  # key: digest of the id of a sign-in awaiting its TOTP code
+TOTP_USED = "totp-used"  # key: username + " " + time step: a TOTP code is accepted once
+LAUNCH = "launch"  # key: the EHR launch id (opaque, random)
+
+
+def digest(secret: str) -> str:
+    """The SHA-256 of ``secret`` as hex: the record key or stored form of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret(bytes_: int = 32) -> str:
+    """A random URL-safe secret (codes, tokens, session ids, client secrets)."""
+    return secrets.token_urlsafe(bytes_)
+
+
+def new_id() -> str:
+    """A random identifier that is not a secret (grant ids, jti)."""
+    return secrets.token_hex(16)
