@@ -332,3 +332,21 @@ async def test_elements_with_restricted_inline_labels_are_removed_without_cleara
     cleared = scoped(service, "patient/*.rs", roles=("restricted-data",))
     assert b"hidden remark" in (await cleared.read("Observation", "a-notes")).content
     assert b"hidden remark" in (await service.read("Observation", "a-notes")).content
+
+
+async def test_a_search_by_the_patient_itself_is_answered_the_same(service: FhirService) -> None:
+    """``Observation?patient=a`` needs no added compartment; ``patient=b`` or a chain through
+    another reference still stays inside a's compartment."""
+    a = scoped(service, "patient/*.rs")
+    assert await _ids(a, "Observation", ("patient", "a"), ("code", "1-1")) == ["Observation/a-lab"]
+    assert await _ids(a, "Observation", ("subject", "Patient/a"), ("code", "1-1")) == [
+        "Observation/a-lab"
+    ]
+    assert await _ids(a, "Observation", ("patient", "b")) == []
+    assert await _ids(a, "Observation", ("patient", "a,b")) == [
+        "Observation/a-lab",
+        "Observation/a-vital",
+    ]
+    assert await _ids(a, "Observation", ("patient:missing", "false"), ("code", "1-1")) == [
+        "Observation/a-lab"
+    ]

@@ -17,7 +17,7 @@ outer request's access context.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -147,15 +147,23 @@ class Router:
             scope[ACCESS] = access
         return access
 
-    def context(self, access: AccessContext) -> RestContext:
+    def context(self, access: AccessContext, *, bundles: bool = False) -> RestContext:
         """What the handlers of one request use: the service over the repository as
-        ``access`` may use it."""
+        ``access`` may use it (and, for ``[base]`` requests, the Bundle processor over it)."""
+        ctx = self.ctx
         if access.unrestricted or self.policy is None:
-            return self.ctx
-        service = self.ctx.service
-        scoped = service.using(self.policy.wrap(service.unrestricted, access))
-        bundles = self.ctx.bundles.using(scoped) if self.ctx.bundles is not None else None
-        return replace(self.ctx, service=scoped, bundles=bundles)
+            return ctx
+        scoped = ctx.service.using(self.policy.wrap(ctx.service.unrestricted, access))
+        processor = ctx.bundles.using(scoped) if bundles and ctx.bundles is not None else None
+        return RestContext(  # built directly: dataclasses.replace costs more per request
+            service=scoped,
+            limits=ctx.limits,
+            software_version=ctx.software_version,
+            search=ctx.search,
+            refresh_search=ctx.refresh_search,
+            bundles=processor,
+            audit=ctx.audit,
+        )
 
     async def _dispatch(self, ctx: RestContext, shape: str, request: Request) -> Response:
         _negotiate(request)
@@ -242,7 +250,7 @@ class Router:
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed("metadata is read with GET", headers={"Allow": "GET"})
             return await self.capabilities(request)
-        ctx = self.context(await self.access(request))
+        ctx = self.context(await self.access(request), bundles=parts == [""])
         if len(parts) == 1:
             if first == "":
                 return await self._dispatch(ctx, "system", request)

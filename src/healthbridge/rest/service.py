@@ -8,7 +8,6 @@ then calls the repository (which stamps ids and meta and writes the outbox event
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -79,7 +78,8 @@ class FhirService:
     def using(self, repository: Repository) -> FhirService:
         """This service over ``repository`` (one request's access-controlled wrapper of it),
         sharing the locks that serialise conditional operations and PATCH."""
-        service = copy.copy(self)
+        service = FhirService.__new__(FhirService)
+        service.__dict__.update(self.__dict__)  # per request: copy.copy costs 5x as much
         service.repository = repository
         return service
 

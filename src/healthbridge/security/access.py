@@ -40,7 +40,14 @@ from healthbridge.fhir.errors import FhirError, Forbidden, Gone, InvalidRequest,
 from healthbridge.fhir.search import Indexer
 from healthbridge.fhir.search.match import matches, rows_by_param
 from healthbridge.fhir.search.parse import SearchParser
-from healthbridge.fhir.search.query import Clause, FilterAnd, FilterExpr, FilterOr, SearchQuery
+from healthbridge.fhir.search.query import (
+    Clause,
+    FilterAnd,
+    FilterExpr,
+    FilterOr,
+    ReferenceQuery,
+    SearchQuery,
+)
 from healthbridge.fhir.types import Resource
 from healthbridge.security.context import AccessContext
 from healthbridge.security.decisions import Decision, decide
@@ -80,6 +87,8 @@ INLINE_LABEL = (
 """An element-level security label (HL7 DS4P inline security labels): the element that carries
 it is removed from what tokens without clearance see."""
 _INLINE_MARK = b"extension-inline-sec-label"
+_LABELS_MARK = b'"security"'
+"""Stored JSON without this key holds no security label: no need to decode it to look."""
 REDACTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "REDACTED",
@@ -328,33 +337,25 @@ class _Checks:
         return clauses
 
     async def visible(self, decision: Decision, stored: StoredResource) -> bool:
-        """Whether a read of ``stored`` (a live version) is allowed under ``decision``."""
+        """Whether a read of ``stored`` (a live version) is allowed under ``decision``. The
+        content is decoded only when a check needs it: another resource than the launch
+        patient under a ``patient/`` grant, granular filters, security labels (only when the
+        bytes hold any) or a consent hook."""
         if stored.deleted:
             return True  # nothing to show; existence is checked on the live versions
         patient = self.confined(decision, stored.resource_type)
-        needs_content = (
-            patient is not None
-            or decision.filters
-            or not self._cleared
-            or self.policy.consent is not None
-        )
-        if not needs_content:
-            return True
-        if (
-            patient is not None
-            and stored.resource_type == PATIENT
-            and stored.id == patient
-            and not decision.filters
-            and self._cleared
-            and self.policy.consent is None
-        ):
-            return True  # the launch patient itself: no need to look inside
-        resource = jsonformat.loads(stored.content)
-        if patient is not None and patient not in self.owners(resource):
-            return False
-        if self.labelled(resource) or not self.matches_filters(decision, resource):
-            return False
+        own_record = patient is None or (stored.resource_type == PATIENT and stored.id == patient)
+        labels = not self._cleared and _LABELS_MARK in stored.content
         consent = self.policy.consent
+        if own_record and not decision.filters and not labels and consent is None:
+            return True
+        resource = jsonformat.loads(stored.content)
+        if not own_record and patient not in self.owners(resource):
+            return False
+        if labels and self.labelled(resource):
+            return False
+        if not self.matches_filters(decision, resource):
+            return False
         return consent is None or await consent.permits(self.access, resource)
 
     def check_write(self, decision: Decision, resource_type: str, resource: Resource) -> None:
@@ -414,7 +415,8 @@ class _Checks:
         patient = next(iter(patients), None)
         if patient is not None:
             if query.compartment is None:
-                query = replace(query, compartment=(PATIENT, patient))
+                if not self._already_confined(query, patient):
+                    query = replace(query, compartment=(PATIENT, patient))
             elif query.compartment[0] != PATIENT:
                 raise Forbidden(
                     f"A patient-context token searches the Patient compartment only, not "
@@ -442,6 +444,34 @@ class _Checks:
             expr = items[0] if len(items) == 1 else FilterAnd(tuple(items))
             query = replace(query, filter=expr)
         return query
+
+    def _already_confined(self, query: SearchQuery, patient: str) -> bool:
+        """True when a criterion of ``query`` already keeps it inside ``patient``'s
+        compartment: a plain reference to ``Patient/{patient}`` (one value, no modifier other
+        than ``:Patient``, no chain) on one of the compartment's parameters of the type, as in
+        ``Observation?patient=123``. Adding the compartment to such a search would only make
+        the database do the same work twice."""
+        if query.resource_type is None:
+            return False
+        params = self.policy.definitions.compartment_params(PATIENT, query.resource_type)
+        for clause in query.clauses:
+            if (
+                clause.param in params
+                and clause.param_type == "reference"
+                and not clause.chain
+                and not clause.has
+                and clause.modifier in (None, PATIENT)
+                and len(clause.values) == 1
+            ):
+                value = clause.values[0]
+                if (
+                    isinstance(value, ReferenceQuery)
+                    and value.url is None
+                    and value.resource_type == PATIENT
+                    and value.id == patient
+                ):
+                    return True
+        return False
 
     def _unlabelled(self, resource_type: str | None) -> Clause:
         values = ",".join(f"{s}|{c}" for s, c in sorted(self.policy.labels.hidden))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, literal, or_, select, update
 
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.records import MAX_KEYS, Record
@@ -93,13 +93,17 @@ class SqlRecords:
         return to_micros(self._clock())
 
     def _any_statement(self, count: int) -> Statement:
+        """``SELECT EXISTS (...) OR EXISTS (...)``: one primary-key probe per key (an ``OR`` of
+        the pairs in one WHERE made SQLite scan, about four times slower)."""
         statement = self._any.get(count)
         if statement is None:
-            pairs = [
-                and_(_t.kind == bindparam(f"kind{i}"), _t.key == bindparam(f"key{i}"))
+            probes = [
+                exists().where(
+                    _t.kind == bindparam(f"kind{i}"), _t.key == bindparam(f"key{i}"), self._live
+                )
                 for i in range(count)
             ]
-            query = select(literal(1)).where(or_(*pairs), self._live).limit(1)
+            query = select(or_(*probes))
             statement = self._any[count] = compile_statement(query, self._engine.dialect)
         return statement
 
@@ -188,7 +192,8 @@ class SqlRecords:
         for i, (kind, key) in enumerate(keys):
             named[f"kind{i}"] = kind
             named[f"key{i}"] = key
-        return await self._engine.fetch_one(statement, statement.bind(**named)) is not None
+        row = await self._engine.fetch_one(statement, statement.bind(**named))
+        return row is not None and bool(row[0])
 
     async def purge_expired_records(self) -> int:
         async with self._engine.unit_of_work() as session:
