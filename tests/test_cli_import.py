@@ -153,6 +153,17 @@ def test_transaction_bundle_resolves_urn_uuid_references(tmp_path: Path, databas
     assert "resources loaded" in result.output and _errors(tmp_path) == []
 
 
+def test_imported_writes_name_the_operator_in_the_audit_trail(tmp_path: Path) -> None:
+    """Every write of an import is audited (from the outbox) as the operator's: the outbox
+    rows carry the ``cli:import`` actor."""
+    source = _write(tmp_path / "in" / "tx.json", _transaction("audited"))
+    result, url = _import(tmp_path, str(source))
+    assert result.exit_code == 0, result.output
+    events = _with_repository(url, lambda repository: repository.outbox_since(0))
+    assert len(events) == 2
+    assert all(json.loads(e.actor or "{}")["subject"].startswith("cli:import:") for e in events)
+
+
 def test_a_failing_transaction_loads_nothing_and_names_the_entry(tmp_path: Path) -> None:
     """A transaction is all or nothing (http.html#transaction): its Patient is not stored."""
     source = _write(tmp_path / "in" / "tx.json", _transaction("tx-bad", bad_observation=True))

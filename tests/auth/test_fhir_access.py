@@ -146,3 +146,16 @@ def test_every_request_is_audited_and_only_auditors_read_the_trail(auth: Harness
         failures = auth.fhir("AuditEvent?subtype=read&_count=100", auditor)
     outcomes = [e["resource"]["outcome"] for e in failures.json().get("entry", [])]
     assert "4" in outcomes  # the 404-by-policy and the 401 are in the trail too
+
+
+def test_fhir_user_resolves_to_a_resource_the_token_may_read(auth: Harness) -> None:
+    """SECURITY.md: the id_token's fhirUser resolves to a resource the access token may read."""
+    for username, scope in (
+        ("pat", "launch/patient openid fhirUser patient/*.rs"),
+        ("doc", "openid fhirUser user/*.rs"),
+    ):
+        tokens = auth.tokens(username, scope=scope)
+        fhir_user = auth.claims(tokens["id_token"])["fhirUser"]
+        reference = fhir_user.removeprefix("http://localhost/fhir/")
+        answer = auth.fhir(reference, tokens["access_token"])
+        assert answer.status_code == 200, (username, fhir_user, answer.text)

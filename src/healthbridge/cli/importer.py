@@ -16,6 +16,7 @@ A failure never stops the rest; each is reported with its place (``file:line``,
 from __future__ import annotations
 
 import asyncio
+import getpass
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from healthbridge.audit.records import Who
 from healthbridge.cli.import_report import (
     Failure,
     Report,
@@ -49,6 +51,7 @@ from healthbridge.rest.bundle import BundleLimits, BundleProcessor
 from healthbridge.rest.errors import status_of
 from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
+from healthbridge.store.actor import reset_actor, set_actor
 
 BASE_URL = "http://localhost/fhir"
 """The base the bundle processor resolves relative references against (nothing is served)."""
@@ -268,10 +271,20 @@ async def _open_service(settings: Settings) -> FhirService:
     return FhirService(repository, definitions, validator, search)
 
 
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in this environment
+        return "unknown"
+
+
 async def _import(
     settings: Settings, options: ImportOptions, files: list[Path], report: Report
 ) -> None:
     service = await _open_service(settings)
+    # The audit trail names the operator account that ran the import as the author of every
+    # write (the outbox actor; the worker tasks inherit it).
+    token = set_actor(Who(subject=f"cli:import:{_operator()}").actor())
     try:
         processor = BundleProcessor(service, BundleLimits(max_entries=1_000_000))
         loader = Loader(service, processor, report, options.keep_ids)
@@ -287,6 +300,7 @@ async def _import(
             scheduler.on_progress = advance
             await scheduler.run(phases)
     finally:
+        reset_actor(token)
         await service.repository.close()
 
 
