@@ -159,3 +159,32 @@ def test_fhir_user_resolves_to_a_resource_the_token_may_read(auth: Harness) -> N
         reference = fhir_user.removeprefix("http://localhost/fhir/")
         answer = auth.fhir(reference, tokens["access_token"])
         assert answer.status_code == 200, (username, fhir_user, answer.text)
+
+
+def test_browser_apps_get_cors_without_credentials(auth: Harness) -> None:
+    """SECURITY.md: CORS on the FHIR endpoints for browser apps, never reflecting an arbitrary
+    Origin together with credentials; the preflight needs no token."""
+    evil = "https://evil.example"
+    preflight = auth.client.options(
+        "/fhir/Patient/p1",
+        headers={
+            "Origin": evil,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    assert "access-control-allow-credentials" not in preflight.headers
+    token = _patient_token(auth)
+    answer = auth.client.get("/fhir/Patient/p1", headers={**_bearer(token), "Origin": evil})
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert "ETag" in answer.headers["access-control-expose-headers"]
+    assert "access-control-allow-credentials" not in answer.headers
+    refused = auth.client.get("/fhir/Patient/p1", headers={"Origin": evil})
+    assert refused.status_code == 401  # the app can read why
+    assert refused.headers["access-control-allow-origin"] == "*"
+    plain = auth.client.get("/fhir/Patient/p1", headers=_bearer(token))
+    assert "access-control-allow-origin" not in plain.headers

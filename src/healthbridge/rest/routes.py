@@ -27,6 +27,7 @@ from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.fhir.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from healthbridge.rest import auditing
 from healthbridge.rest.context import RestContext
+from healthbridge.rest.cors import exposing, has_origin, is_preflight, preflight
 from healthbridge.rest.errors import error_response
 from healthbridge.rest.http import ACCESS, ENTRY, INTERACTION, PREFIX
 from healthbridge.rest.interactions import (
@@ -290,7 +291,13 @@ class Router:
         raise NotFound(f"No FHIR endpoint at {request.scope['path']}", code="not-supported")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry for every path under ``/fhir/``: FhirError becomes its OperationOutcome."""
+        """ASGI entry for every path under ``/fhir/``: FhirError becomes its OperationOutcome;
+        browser apps get CORS (rest/cors.py)."""
+        if has_origin(scope):
+            if is_preflight(scope):
+                await preflight(send)
+                return
+            send = exposing(send)
         request = Request(scope, receive)
         try:
             response = await self.handle(request)
