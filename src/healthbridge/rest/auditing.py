@@ -80,13 +80,19 @@ def record(
         query += "?" + scope["query_string"].decode("latin-1")
     body = getattr(response, "body", b"") if response is not None and status < 300 else b""
     operation = interaction[1:] if interaction and interaction.startswith("$") else None
+    resource_type, id = params.get("type"), params.get("id")
+    patients: tuple[str, ...] = ()
+    if body and resource_type == "Patient" and id and interaction in ("read", "vread"):
+        # a Patient read concerns that Patient: no need to decode it to find out
+        patients, body = (id,), b""
     recorder.record(
         AuditRecord(
             interaction="operation" if operation else interaction,
             status=status,
-            resource_type=params.get("type"),
-            id=params.get("id"),
+            resource_type=resource_type,
+            id=id,
             version=params.get("vid"),
+            patients=patients,
             resources=(bytes(body),) if body else (),
             query=query,
             who=who(request),
