@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,7 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not Settings(host="0.0.0.0").host_is_loopback()
 
 
-def test_settings_handed_to_worker_processes_read_back_the_same(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_settings_handed_to_worker_processes_read_back_the_same(tmp_path: Path) -> None:
     """``serve`` exports the effective settings for Granian's workers; every field, lists
     included, must read back unchanged (a list exported as ``['a']`` once crashed them)."""
     from healthbridge.cli import _export
@@ -52,11 +51,14 @@ def test_settings_handed_to_worker_processes_read_back_the_same(
     given = Settings(
         data_dir=tmp_path, trusted_proxies="10.0.0.1, 192.168.0.0/16", rate_limit_ip="5/second"
     )
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"HEALTHBRIDGE_{name.upper()}", raising=False)
-    _export(given)
-    again = Settings()
+    saved = dict(os.environ)
+    try:
+        for name in Settings.model_fields:
+            os.environ.pop(f"HEALTHBRIDGE_{name.upper()}", None)
+        _export(given)
+        again = Settings()
+    finally:  # the exported values must not leak into later tests
+        os.environ.clear()
+        os.environ.update(saved)
     assert again.trusted_proxies == ["10.0.0.1", "192.168.0.0/16"]
     assert again.model_dump(exclude={"database"}) == given.model_dump(exclude={"database"})
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"HEALTHBRIDGE_{name.upper()}", raising=False)

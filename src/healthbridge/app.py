@@ -145,14 +145,24 @@ SMART_CONFIGURATION = PREFIX + ".well-known/smart-configuration"
 
 
 async def _start_auth(
-    settings: Settings, repository: Repository, app: Starlette, recorder: AuditRecorder
+    settings: Settings,
+    repository: Repository,
+    app: Starlette,
+    recorder: AuditRecorder,
+    limiter: RateLimiter | None,
 ) -> AuthService | None:
     """The authorization server (auth/) with its routes mounted, its sign-in and token events
     audited; None with ``--no-auth``. Its token verifier is the FHIR API's authenticator."""
     if settings.no_auth:
         return None
     events = audit_sink(recorder, log_event)
-    auth = AuthService(auth_config(settings), repository, events=events)
+    charge = None
+    if limiter is not None:
+
+        async def charge(client_id: str) -> None:
+            await limiter.check_client(client_id, "token")
+
+    auth = AuthService(auth_config(settings), repository, events=events, charge=charge)
     await auth.start()
     app.router.routes.extend(auth.routes())
     return auth
@@ -196,14 +206,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return outcome_response(exc.status_code, [Issue("error", code, text)])
 
 
-def _fhir_base(settings: Settings) -> str:
-    """The FHIR base URL the server is known by (the audit trail's observer)."""
-    if settings.public_base_url:
-        return settings.public_base_url.rstrip("/")  # the FHIR base itself (rest/http.py)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{settings.port}{BASE_PATH}"
-
-
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -234,10 +236,10 @@ def create_app(
         recorder = await start_audit(
             repository,
             key=audit_key(settings.audit_key, settings.data_dir),
-            base_url=_fhir_base(settings),
+            base_url=settings.fhir_base_url(),
             definitions=registry.core,
         )
-        auth = await _start_auth(settings, repository, app, recorder)
+        auth = await _start_auth(settings, repository, app, recorder, limiter)
         entry.fhir = _fhir_router(
             settings,
             repository,

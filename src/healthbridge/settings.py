@@ -185,6 +185,18 @@ class Settings(BaseSettings):
             return self.database
         return f"sqlite:///{(self.data_dir / 'healthbridge.db').resolve()}"
 
+    def fhir_base_url(self) -> str:
+        """The FHIR base URL the server is known by: ``public_base_url``, else this host and
+        port (a wildcard bind address is named by loopback), e.g. http://127.0.0.1:8080/fhir.
+        It is the access tokens' audience and the audit trail's observer."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+            host = "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}/fhir"
+
     def host_is_loopback(self) -> bool:
         if self.host == "localhost":
             return True

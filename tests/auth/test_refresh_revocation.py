@@ -213,3 +213,26 @@ def _second_process(kind: str, tmp_path: Path, postgres: PostgresDatabase) -> An
     app = create_app(settings, repository_factory=factory)
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
         yield Harness(client, None)  # type: ignore[arg-type]
+
+
+def test_the_token_endpoint_is_rate_limited_per_client(tmp_path: Path) -> None:
+    """SECURITY.md: token endpoints are limited per client as well as per address: a client
+    over its budget gets 429 slow_down with Retry-After; another client is not affected."""
+    harness = make_harness("memory", tmp_path, rate_limits=True, rate_limit_token_client="2/minute")
+    auth = next(harness)
+    try:
+
+        def ask(client_id: str) -> Any:
+            return auth.client.post(
+                "/auth/token",
+                data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": client_id},
+            )
+
+        assert [ask("app").status_code for _ in range(2)] == [400, 400]
+        refused = ask("app")
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "slow_down"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert ask("other").status_code in (400, 401)
+    finally:
+        next(harness, None)

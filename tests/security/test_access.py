@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from healthbridge.fhir import jsonformat
-from healthbridge.fhir.errors import Forbidden, NotFound
+from healthbridge.fhir.errors import Forbidden, MethodNotAllowed, NotFound
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.rest.bundle import BundleProcessor
 from healthbridge.rest.service import FhirService
@@ -240,8 +240,10 @@ async def test_the_audit_trail_cannot_be_written_through_the_api(service: FhirSe
         "agent": [{"requestor": True}],
         "source": {"observer": {"display": "x"}},
     }
-    with pytest.raises(Forbidden):
+    with pytest.raises(MethodNotAllowed):  # 405 for everyone, administrators included
         await admin.create("AuditEvent", event)
+    with pytest.raises(MethodNotAllowed):
+        await service.create("AuditEvent", event)  # unrestricted (--no-auth, the importer)
 
 
 # -- granular scopes and security labels ----------------------------------------------------

@@ -64,14 +64,7 @@ def _audiences(fhir_base: str) -> frozenset[str]:
 
 def auth_config(settings: Settings) -> AuthConfig:
     """The configuration the settings describe."""
-    if settings.public_base_url:
-        fhir_base = settings.public_base_url.rstrip("/")
-    else:
-        host = settings.host
-        if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
-            host = "127.0.0.1"
-        shown = f"[{host}]" if ":" in host else host
-        fhir_base = f"http://{shown}:{settings.port}/fhir"
+    fhir_base = settings.fhir_base_url()
     issuer = fhir_base.removesuffix("/fhir")
     allowed = {h.strip().lower() for h in settings.auth_jwks_allowed_hosts.split(",") if h.strip()}
     return AuthConfig(

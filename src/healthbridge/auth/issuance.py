@@ -82,6 +82,17 @@ class Authorization:
         )
 
 
+def context_claims(authorization: Authorization) -> dict[str, str]:
+    """The launch context a token (or its introspection) carries: ``patient``, ``encounter``
+    and ``fhirUser`` when granted."""
+    values = {
+        "patient": authorization.patient,
+        "encounter": authorization.encounter,
+        "fhirUser": authorization.fhir_user,
+    }
+    return {name: value for name, value in values.items() if value}
+
+
 class TokenIssuer:
     """Signs access tokens with the key ring's current key; builds token responses."""
 
@@ -106,13 +117,7 @@ class TokenIssuer:
             "jti": state.new_id(),
             "grant": authorization.grant,
         }
-        for name, value in (
-            ("patient", authorization.patient),
-            ("encounter", authorization.encounter),
-            ("fhirUser", authorization.fhir_user),
-        ):
-            if value:
-                claims[name] = value
+        claims.update(context_claims(authorization))
         if authorization.roles:
             claims["roles"] = sorted(authorization.roles)
         key = self._keys.signing_key()

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as AuthlibRevocation
 from healthbridge.auth import bridge
 from healthbridge.auth.events import AuthEvent
 from healthbridge.auth.grants import CONFIDENTIAL_OR_PUBLIC
-from healthbridge.auth.issuance import Authorization
+from healthbridge.auth.issuance import Authorization, context_claims
 from healthbridge.auth.tokens import InvalidToken
 
 if TYPE_CHECKING:
@@ -85,13 +85,7 @@ def _refresh_claims(server: AuthServer, authorization: Authorization) -> dict[st
         "client_id": authorization.client_id,
         "scope": authorization.scope,
     }
-    for name, value in (
-        ("patient", authorization.patient),
-        ("encounter", authorization.encounter),
-        ("fhirUser", authorization.fhir_user),
-    ):
-        if value:
-            claims[name] = value
+    claims.update(context_claims(authorization))
     return claims
 
 

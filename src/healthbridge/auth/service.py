@@ -36,7 +36,7 @@ from healthbridge.auth.patients import PatientDirectory
 from healthbridge.auth.registration import AdminApi
 from healthbridge.auth.server import AuthServer
 from healthbridge.auth.sessions import Sessions
-from healthbridge.auth.token_endpoint import TokenEndpoints
+from healthbridge.auth.token_endpoint import Charge, TokenEndpoints
 from healthbridge.auth.tokens import TokenVerifier
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError
@@ -70,7 +70,10 @@ class AuthService:
         *,
         clock: Clock = system_clock,
         events: EventSink = log_event,
+        charge: Charge | None = None,
     ) -> None:
+        """``charge`` spends one request from a client's token budget (the app passes the
+        process's rate limiter)."""
         self.config = config
         records = repository.records
         self.records = records
@@ -84,7 +87,7 @@ class AuthService:
         self.patients = PatientDirectory(repository, SearchParser(load_definitions()))
         self._authorize = AuthorizationEndpoint(config, self.server, self.sessions, self.patients)
         self._login = LoginPages(self.server.users, self.sessions, events)
-        self._tokens = TokenEndpoints(config, self.server)
+        self._tokens = TokenEndpoints(config, self.server, charge)
         self._discovery = Discovery(config, self.keys)
         self._admin = AdminApi(
             self.verifier,

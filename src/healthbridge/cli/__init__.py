@@ -10,43 +10,23 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 
 from healthbridge import FHIR_VERSION, __version__
 from healthbridge.cli import audit, clients, users
+from healthbridge.cli.options import DataDirOpt, DbOpt, console, migrate_or_exit, settings_of
 from healthbridge.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="HealthBridge FHIR R4 server")
 app.add_typer(users.app, name="users")
 app.add_typer(clients.app, name="clients")
 app.add_typer(audit.app, name="audit")
-console = Console(stderr=True)
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")]
 PortOpt = Annotated[int | None, typer.Option(help="Port [default: 8080]")]
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="sqlite:///file.db or postgresql://user@host/db [default: SQLite under --data-dir]",
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None, typer.Option(help="Data directory [default: ./healthbridge-data]")
-]
-
-
-def _settings(**given: Any) -> Settings:
-    """Settings from the environment, overridden by options given on the command line."""
-    try:
-        return Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValueError as exc:
-        console.print(f"[red]Invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 def _export(settings: Settings) -> None:
@@ -57,20 +37,6 @@ def _export(settings: Settings) -> None:
         elif value is not None:
             os.environ[f"HEALTHBRIDGE_{name.upper()}"] = str(value)
     os.environ["HEALTHBRIDGE_DATABASE"] = settings.database_url()
-
-
-def _migrate(settings: Settings) -> None:
-    from healthbridge.store.sql import migrate
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        migrate(settings.database_url())
-    except Exception as exc:  # report any driver error plainly, then stop
-        console.print(
-            f"[red]Could not prepare the database:[/red] {exc}\n"
-            "Check --database / HEALTHBRIDGE_DATABASE and that the server is running."
-        )
-        raise typer.Exit(1) from None
 
 
 async def _load_demo(settings: Settings) -> tuple[int, int]:
@@ -118,7 +84,7 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
 ) -> None:
     """Migrate the database, optionally load demo data, and serve the FHIR API."""
-    settings = _settings(
+    settings = settings_of(
         host=host,
         port=port,
         database=database,
@@ -136,7 +102,7 @@ def serve(
     if bool(tls_cert) != bool(tls_key):
         console.print("[red]Give both --tls-cert and --tls-key, or neither.[/red]")
         raise typer.Exit(2)
-    _migrate(settings)
+    migrate_or_exit(settings)
     if settings.demo:
         loaded, skipped = asyncio.run(_load_demo(settings))
         console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
@@ -187,16 +153,16 @@ def _run_granian(settings: Settings, tls_cert: Path | None, tls_key: Path | None
 @app.command()
 def migrate(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Create or upgrade the database schema to the latest version."""
-    settings = _settings(database=database, data_dir=data_dir)
-    _migrate(settings)
+    settings = settings_of(database=database, data_dir=data_dir)
+    migrate_or_exit(settings)
     console.print("Database is up to date.")
 
 
 @app.command()
 def demo(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Load the demo data set (patients, encounters, observations, conditions, medications)."""
-    settings = _settings(database=database, data_dir=data_dir)
-    _migrate(settings)
+    settings = settings_of(database=database, data_dir=data_dir)
+    migrate_or_exit(settings)
     loaded, skipped = asyncio.run(_load_demo(settings))
     console.print(f"Demo data: {loaded} resources loaded, {skipped} already present")
 
@@ -239,9 +205,9 @@ def import_(
     """
     from healthbridge.cli.importer import ImportOptions, run_import
 
-    settings = _settings(database=database, data_dir=data_dir)
+    settings = settings_of(database=database, data_dir=data_dir)
     options = ImportOptions(paths, errors, workers, batch_size, keep_ids)
-    _migrate(settings)
+    migrate_or_exit(settings)
     raise typer.Exit(run_import(settings, options, console))
 
 
@@ -278,7 +244,7 @@ def explain(
     """Show the SQL of a search and the database's plan for it (for administrators)."""
     from healthbridge.fhir.errors import FhirError
 
-    settings = _settings(database=database, data_dir=data_dir)
+    settings = settings_of(database=database, data_dir=data_dir)
     try:
         print(asyncio.run(_explain(settings, search)))
     except FhirError as exc:

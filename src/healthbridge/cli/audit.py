@@ -9,7 +9,7 @@ no database). HIPAA 164.312(b), IHE BALP.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from healthbridge.audit.keys import AuditKeyError, audit_key
 from healthbridge.audit.verify import Verdict, verify
+from healthbridge.cli.options import DataDirOpt, DbOpt, settings_of
 from healthbridge.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="The audit trail (AuditEvents)")
@@ -47,24 +48,18 @@ async def _verify(settings: Settings, key: bytes, expect_seq: int | None) -> Ver
 
 @app.command("verify")
 def verify_command(
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="sqlite:///file.db or postgresql://user@host/db"),
-    ] = None,
-    data_dir: Annotated[
-        str | None, typer.Option(help="Data directory (holds audit.key unless the key is set)")
-    ] = None,
+    database: DbOpt = None,
+    data_dir: DataDirOpt = None,
     expect_seq: Annotated[
         int | None,
         typer.Option(help="A head seq recorded elsewhere that the log must have reached"),
     ] = None,
 ) -> None:
     """Recompute every row's digest and chain and the head; exit 1 on any tampering."""
-    given: dict[str, Any] = {"database": database, "data_dir": data_dir}
-    try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = settings_of(database=database, data_dir=data_dir)
+    try:  # the key file lives in the data directory unless HEALTHBRIDGE_AUDIT_KEY is set
         key = audit_key(settings.audit_key, settings.data_dir, create=False)
-    except (ValueError, AuditKeyError) as exc:
+    except AuditKeyError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     try:

@@ -18,7 +18,8 @@ import typer
 from rich.table import Table
 
 from healthbridge.auth.clients import AUTH_METHODS, Client, ClientError, ClientStore
-from healthbridge.cli.auth_store import DataDirOpt, DbOpt, console, settings_of, with_records
+from healthbridge.cli.auth_store import with_records
+from healthbridge.cli.options import DataDirOpt, DbOpt, console, settings_of
 from healthbridge.store.records import RecordStore
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ def _run(
         return await work(ClientStore(records))
 
     try:
-        return with_records(settings_of(database, data_dir), with_store)
+        return with_records(settings_of(database=database, data_dir=data_dir), with_store)
     except ClientError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -18,14 +18,8 @@ from rich.table import Table
 from healthbridge.auth import totp
 from healthbridge.auth.config import auth_config
 from healthbridge.auth.users import User, UserError, UserStore
-from healthbridge.cli.auth_store import (
-    DataDirOpt,
-    DbOpt,
-    console,
-    read_secret,
-    settings_of,
-    with_records,
-)
+from healthbridge.cli.auth_store import read_secret, with_records
+from healthbridge.cli.options import DataDirOpt, DbOpt, console, settings_of
 from healthbridge.store.instants import system_clock
 from healthbridge.store.records import RecordStore
 
@@ -40,7 +34,7 @@ def _run(
     database: str | None, data_dir: Path | None, work: Callable[[RecordStore], Awaitable[T]]
 ) -> T:
     try:
-        return with_records(settings_of(database, data_dir), work)
+        return with_records(settings_of(database=database, data_dir=data_dir), work)
     except UserError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -61,7 +55,7 @@ def create(
 ) -> None:
     """Create a user."""
     password = read_secret("Password", password_stdin)
-    settings = settings_of(database, data_dir)
+    settings = settings_of(database=database, data_dir=data_dir)
 
     async def work(records: RecordStore) -> tuple[User, str | None]:
         users = UserStore(records, system_clock)
@@ -156,5 +150,5 @@ def totp_(
     secret = None if off else totp.new_secret()
     _change(username, database, data_dir, totp_secret=secret)
     if secret:
-        issuer = auth_config(settings_of(database, data_dir)).issuer
+        issuer = auth_config(settings_of(database=database, data_dir=data_dir)).issuer
         print("TOTP: add to an authenticator app:", totp.provisioning_uri(secret, username, issuer))

@@ -51,7 +51,6 @@ from healthbridge.security.context import UNRESTRICTED, AccessContext, Authentic
 from healthbridge.security.ratelimit import RateLimiter
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
-WRITES = frozenset({"create", "update", "patch", "delete"})
 AUDIT_SHAPES = frozenset({("type", "GET"), ("type-search", "POST"), ("instance", "GET")})
 """The AuditEvent URLs served from the audit trail (search and read; writes are refused)."""
 ADMIN_OPERATIONS = frozenset({"reindex"})
@@ -179,8 +178,6 @@ class Router:
                 headers={"Allow": ", ".join(allowed)} if allowed else None,
             )
         request.scope[INTERACTION] = interaction.code
-        if interaction.code in WRITES:
-            ctx.service.check_writable(request.scope["path_params"]["type"])
         await self._charge(request, interaction.code)
         if (shape, method) in AUDIT_SHAPES and request.scope["path_params"]["type"] == AUDITED:
             return await self._audit_trail(ctx, shape, request)

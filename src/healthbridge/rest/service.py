@@ -33,7 +33,6 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
-from healthbridge.security.access import SERVER_WRITTEN
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
@@ -52,6 +51,10 @@ run at once, keeps them from exhausting the connection pool and waiting on each 
 PATCH_ATTEMPTS = 4
 """Lock-free tries of one PATCH without If-Match while other writers change the resource, before
 it takes its turn under a lock (:meth:`FhirService.patch`)."""
+
+SERVER_WRITTEN = frozenset({"AuditEvent"})
+"""Types only the server writes: the audit trail (https://hl7.org/fhir/R4/auditevent.html) is
+immutable through the API."""
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -84,6 +87,11 @@ class FhirService:
         return service
 
     # -- checks ---------------------------------------------------------------------------
+    def check_target(self, resource_type: str) -> None:
+        """A write's type: one this server has (404) and one the API may write (405)."""
+        self.check_type(resource_type)
+        self.check_writable(resource_type)
+
     @staticmethod
     def check_writable(resource_type: str) -> None:
         """405 for the types only the server writes: the audit trail (``AuditEvent``) is
@@ -146,7 +154,7 @@ class FhirService:
 
     async def create(self, resource_type: str, body: Any) -> StoredResource:
         """https://hl7.org/fhir/R4/http.html#create: the body's id (if any) is ignored."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         resource = self.check_body(resource_type, body)
         return await self.repository.create(resource_type, resource)
 
@@ -154,7 +162,7 @@ class FhirService:
         self, resource_type: str, id: str, body: Any, if_match: int | None
     ) -> tuple[StoredResource, bool]:
         """https://hl7.org/fhir/R4/http.html#update: body id must equal the URL id."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         self.check_id(id)
         if isinstance(body, dict) and body.get("id") != id:
             found = body.get("id")
@@ -208,7 +216,7 @@ class FhirService:
     ) -> tuple[StoredResource, bool]:
         """``If-None-Exist``: create unless the criteria match; one match is returned as is
         (False), several are 412. Race-free: concurrent ones with the same criteria take turns."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         query, name = self.criteria(resource_type, criteria, "If-None-Exist")
         resource = self.check_body(resource_type, body)
         async with self.locked([name]) as tx:
@@ -223,7 +231,7 @@ class FhirService:
         """``PUT [type]?criteria`` (http.html#cond-update): no match creates (with the body's
         id if it has one), one match is updated (the body's id, if any, must be its id),
         several are 412."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         query, name = self.criteria(resource_type, criteria, "A conditional update")
         resource = self.check_body(resource_type, body)
         async with self.locked([name]) as tx:
@@ -247,7 +255,7 @@ class FhirService:
         """``DELETE [type]?criteria`` (http.html#cdelete): nothing to delete is fine, one match
         is deleted; several are 412 unless ``multiple`` (a setting), then all are deleted, up to
         :data:`MAX_CONDITIONAL_DELETES`, in one unit of work."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         query, name = self.criteria(resource_type, criteria, "A conditional delete")
         limit = MAX_CONDITIONAL_DELETES if multiple else 1
         async with self.locked([name]) as tx:
@@ -265,7 +273,7 @@ class FhirService:
     ) -> StoredResource:
         """``PATCH [type]?criteria`` (http.html#patch): the one match is patched as
         :meth:`patch` does; no match is 404, several are 412."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         query, _ = self.criteria(resource_type, criteria, "A conditional patch")
         found = await self.single_match(query, criteria)
         if found is None:
@@ -282,7 +290,7 @@ class FhirService:
         is applied again to the newer version, first without locks (up to
         :data:`PATCH_ATTEMPTS` times, with a jittered pause), then holding a lock on the
         resource that concurrent patches take turns on, so that every one gets through."""
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         self.check_id(id)
         for attempt in range(PATCH_ATTEMPTS):
             if attempt:  # another writer won the last round: let it finish, then read again
@@ -352,7 +360,7 @@ class FhirService:
     async def delete(
         self, resource_type: str, id: str, if_match: int | None
     ) -> StoredResource | None:
-        self.check_type(resource_type)
+        self.check_target(resource_type)
         self.check_id(id)
         return await self.repository.delete(resource_type, id, if_match)
 

@@ -20,7 +20,8 @@ includes, conditional operations, transactions and batches, operations) is check
   criterion and on reads as a 404;
 * a consent hook (:class:`ConsentHook`) may deny a resource or narrow a search; the consent
   work of a later issue plugs its decision point in here;
-* AuditEvents are written by the server only: every write of one through the API is refused.
+* AuditEvents are read by auditors only (writes of them are refused for everyone, ``--no-auth``
+  included, by the service: :meth:`healthbridge.rest.service.FhirService.check_writable`).
 
 Resource types outside the patient compartment (Medication, Organization, Practitioner...) hold
 no patient's data: a ``patient/`` grant reads and searches them unconfined but cannot write them.
@@ -65,8 +66,6 @@ from healthbridge.store.repository import (
 from healthbridge.store.versioning import not_found
 
 PATIENT = "Patient"
-SERVER_WRITTEN = frozenset({"AuditEvent"})
-"""Types only the server writes (the audit trail is immutable through the API)."""
 AUDITED = "AuditEvent"
 CONFORMANCE = frozenset(
     {
@@ -246,14 +245,17 @@ class _Checks:
             policy.labels.clearance_role in access.roles or "system" in access.scopes.contexts
         )
 
+    @property
+    def filters_results(self) -> bool:
+        """Whether search results may hold what this token must not see (a patient
+        confinement for includes, labels to hide or cut, a consent hook to ask)."""
+        return (
+            self.access.patient is not None or not self._cleared or self.policy.consent is not None
+        )
+
     # -- decisions ----------------------------------------------------------------------
     def allow(self, resource_type: str, interaction: str) -> Decision:
         """The decision, or 403 when the scopes grant nothing for it."""
-        if resource_type in SERVER_WRITTEN and interaction in ("create", "update", "delete"):
-            raise Forbidden(
-                f"{resource_type} resources are written by the server only",
-                code="forbidden",
-            )
         decision = decide(self.access, resource_type, interaction)
         if not decision.allowed:
             raise Forbidden(
@@ -486,9 +488,9 @@ class _Checks:
         assert clause is not None
         return clause
 
-    async def included(
-        self, decisions: dict[str, Decision | None], page: SearchPage
-    ) -> list[StoredResource]:
+    async def included(self, page: SearchPage) -> list[StoredResource]:
+        """The page's included resources this token may see (each type decided once)."""
+        decisions: dict[str, Decision | None] = {}
         kept = []
         for stored in page.included:
             decision = decisions.get(stored.resource_type, ...)
@@ -513,17 +515,9 @@ class AccessControlled:
         self.inner = inner
         self.checks = _Checks(access, policy)
 
-    # -- delegated unchanged -------------------------------------------------------------
-    @property
-    def jobs(self):  # type: ignore[no-untyped-def]
-        return self.inner.jobs
-
-    @property
-    def reindexer(self):  # type: ignore[no-untyped-def]
-        return self.inner.reindexer
-
     def __getattr__(self, name: str) -> object:
-        # use_definitions, outbox_since, ping, close and backend extras (records, audit...)
+        # delegated unchanged: jobs, reindexer, records, audit, use_definitions, outbox_since,
+        # ping, close
         return getattr(self.inner, name)
 
     # -- reads ---------------------------------------------------------------------------
@@ -561,14 +555,9 @@ class AccessControlled:
     async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
         restricted = self.checks.restrict(query)
         page = await self.inner.search(restricted, cursor)
-        needs_check = (
-            self.checks.access.patient is not None
-            or not self.checks._cleared
-            or self.checks.policy.consent is not None
-        )
-        if not needs_check:
+        if not self.checks.filters_results:
             return page
-        included = await self.checks.included({}, page) if page.included else page.included
+        included = await self.checks.included(page) if page.included else page.included
         redact = self.checks.redact
         return replace(
             page, matches=[redact(s) for s in page.matches], included=[redact(s) for s in included]
