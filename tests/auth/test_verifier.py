@@ -149,12 +149,14 @@ async def test_revocation_by_jti_or_grant_takes_effect_at_once() -> None:
     token, claims = issuer.access_token(_authorization(), "patient/*.rs")
     await verifier.authenticate(f"Bearer {token}")
     await records.add_record("revoked-token", claims["jti"], {})
+    await records.signal.changed()  # what every revoking writer does after it commits
     with pytest.raises(Unauthorized) as raised:
         await verifier.authenticate(f"Bearer {token}")
     assert 'error="invalid_token"' in raised.value.headers["WWW-Authenticate"]
     other, _ = issuer.access_token(_authorization(grant="g2"), "patient/*.rs")
     await verifier.authenticate(f"Bearer {other}")
     await records.add_record("revoked-grant", "g2", {})
+    await records.signal.changed()
     with pytest.raises(Unauthorized):
         await verifier.authenticate(f"Bearer {other}")
 

@@ -179,6 +179,7 @@ class Credentials:
     async def revoke_grant(self, grant: str, reason: str) -> None:
         expires = self.now() + self._grant_lifetime
         await self._records.put_record(state.REVOKED_GRANT, grant, {"reason": reason}, expires)
+        await self._records.signal.changed()
         await self._events(AuthEvent("grant-revoked", grant=grant, detail=reason))
 
     async def revoke_refresh(self, token: str) -> None:
@@ -191,3 +192,4 @@ class Credentials:
     async def revoke_access(self, jti: str, exp: int) -> None:
         expires = datetime.fromtimestamp(exp, tz=self.now().tzinfo) + timedelta(minutes=1)
         await self._records.put_record(state.REVOKED_TOKEN, jti, {}, expires)
+        await self._records.signal.changed()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from healthbridge.store.signals import ChangeSignal
+
 MAX_KEYS = 64
 """Most (kind, key) pairs one :meth:`RecordStore.any_record` call may ask about."""
 
@@ -40,6 +42,11 @@ class Record:
 
 
 class RecordStore(Protocol):
+    signal: ChangeSignal
+    """Bumped (``await signal.changed()``) by writers of records that withdraw access
+    (revocations) after they commit, so that readers may cache "not revoked" verdicts
+    (:mod:`healthbridge.store.signals`)."""
+
     async def get_record(self, kind: str, key: str) -> Record | None:
         """The record, or None when there is none or it has expired."""
         ...

@@ -15,10 +15,12 @@ from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.search import Indexer
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.repository import Repository
+from healthbridge.store.signals import ChangeSignal, FileSignal
 from healthbridge.store.sql.apsw_engine import ApswEngine
 from healthbridge.store.sql.asyncpg_engine import AsyncpgEngine
 from healthbridge.store.sql.engine import Engine
 from healthbridge.store.sql.indexing import IndexRows
+from healthbridge.store.sql.notify_signal import NotifySignal
 from healthbridge.store.sql.repository import SqlRepository
 from healthbridge.store.sql.schema import (
     SchemaNotReady,
@@ -26,7 +28,7 @@ from healthbridge.store.sql.schema import (
     migrate,
     migrate_async,
 )
-from healthbridge.store.sql.urls import parse_url
+from healthbridge.store.sql.urls import DatabaseUrl, parse_url
 
 __all__ = ["SchemaNotReady", "migrate", "migrate_async", "open_repository"]
 
@@ -62,4 +64,14 @@ async def open_repository(
     except BaseException:
         await engine.close()
         raise
-    return SqlRepository(engine, clock, IndexRows(indexer or Indexer(load_definitions())))
+    index = IndexRows(indexer or Indexer(load_definitions()))
+    return SqlRepository(engine, clock, index, signal=_revocation_signal(db, engine))
+
+
+def _revocation_signal(db: DatabaseUrl, engine: Engine) -> ChangeSignal:
+    """Processes sharing a SQLite file share a signal file beside it; PostgreSQL notifies."""
+    if db.kind == "sqlite":
+        return FileSignal(db.path.with_name(db.path.name + "-revocations"))
+    signal = NotifySignal(engine, db.dsn)
+    signal.start()
+    return signal

@@ -19,6 +19,7 @@ from sqlalchemy import and_, bindparam, delete, exists, literal, or_, select, up
 
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.records import MAX_KEYS, Record
+from healthbridge.store.signals import ChangeSignal, LocalSignal
 from healthbridge.store.sql.compiled import Statement, compile_statement
 from healthbridge.store.sql.dialects import upsert_insert
 from healthbridge.store.sql.engine import Engine, Row, Session
@@ -36,9 +37,10 @@ def _micros(moment: datetime | None) -> int | None:
 
 
 class SqlRecords:
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, signal: ChangeSignal | None = None) -> None:
         self._engine = engine
         self._clock = clock
+        self.signal: ChangeSignal = signal or LocalSignal()
         d = engine.dialect
         c = compile_statement
         live = or_(_t.expires.is_(None), _t.expires > bindparam("now"))

@@ -35,6 +35,7 @@ from healthbridge.store.repository import (
     StoredResource,
     Transaction,
 )
+from healthbridge.store.signals import ChangeSignal
 from healthbridge.store.sql.audit import SqlAuditLog
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
@@ -70,6 +71,7 @@ class SqlRepository:
         index: IndexRows | None = None,
         *,
         search_timeout_s: float = DEFAULT_TIMEOUT_S,
+        signal: ChangeSignal | None = None,
     ) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
@@ -78,7 +80,7 @@ class SqlRepository:
         self._search_timeout_s = search_timeout_s
         self._search = SqlSearch(engine, self._index.indexer.definitions, search_timeout_s)
         self.jobs = SqlJobs(engine, clock)
-        self.records = SqlRecords(engine, clock)
+        self.records = SqlRecords(engine, clock, signal)
         self.audit = SqlAuditLog(engine)
         self.reindexer = SqlReindex(engine, self._index)
 
@@ -208,4 +210,5 @@ class SqlRepository:
         await self._engine.fetch_one(self._sql.ping, ())
 
     async def close(self) -> None:
+        await self.records.signal.close()
         await self._engine.close()
