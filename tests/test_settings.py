@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -49,7 +50,12 @@ def test_settings_handed_to_worker_processes_read_back_the_same(tmp_path: Path) 
     from healthbridge.cli import _export
 
     given = Settings(
-        data_dir=tmp_path, trusted_proxies="10.0.0.1, 192.168.0.0/16", rate_limit_ip="5/second"
+        data_dir=tmp_path,
+        trusted_proxies="10.0.0.1, 192.168.0.0/16",
+        rate_limit_ip="5/second",
+        required_profiles={
+            "Patient": ["http://hl7.org/fhir/uv/ips/StructureDefinition/Patient-uv-ips"]
+        },
     )
     saved = dict(os.environ)
     try:
@@ -61,4 +67,19 @@ def test_settings_handed_to_worker_processes_read_back_the_same(tmp_path: Path) 
         os.environ.clear()
         os.environ.update(saved)
     assert again.trusted_proxies == ["10.0.0.1", "192.168.0.0/16"]
+    assert again.required_profiles == given.required_profiles
     assert again.model_dump(exclude={"database"}) == given.model_dump(exclude={"database"})
+
+
+def test_required_profiles_read_json_and_refuse_what_is_not_a_mapping_of_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HEALTHBRIDGE_REQUIRED_PROFILES is JSON: resource type -> profile canonicals."""
+    profile = "http://hl7.org/fhir/uv/ips/StructureDefinition/Patient-uv-ips|2.0.0"
+    monkeypatch.setenv("HEALTHBRIDGE_REQUIRED_PROFILES", json.dumps({"Patient": [profile]}))
+    assert Settings().required_profiles == {"Patient": [profile]}
+    monkeypatch.setenv("HEALTHBRIDGE_REQUIRED_PROFILES", '{"patient": ["http://x"]}')
+    with pytest.raises(ValueError, match="not a resource type"):
+        Settings()
+    monkeypatch.delenv("HEALTHBRIDGE_REQUIRED_PROFILES")
+    assert Settings().required_profiles == {}

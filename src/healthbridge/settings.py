@@ -4,6 +4,7 @@ environment. Defaults describe the embedded single node: SQLite under ``./health
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -134,6 +135,15 @@ class Settings(BaseSettings):
         default=300, ge=0, le=86400, description="How long a fetched client JWKS is reused"
     )
 
+    # -- profiles (docs/packages.md) --
+    required_profiles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Profiles every write of a resource type must conform to, as JSON: "
+        '{"Patient": ["http://hl7.org/fhir/uv/ips/StructureDefinition/Patient-uv-ips"]} '
+        "(canonical URLs, optionally |version; install them with `healthbridge packages "
+        "install`)",
+    )
+
     # -- audit trail (audit/) --
     audit_key: str | None = Field(
         default=None,
@@ -169,6 +179,21 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             for item in value:
                 ipaddress.ip_network(str(item).strip(), strict=False)  # ValueError if not
+        return value
+
+    @field_validator("required_profiles")
+    @classmethod
+    def _profiles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for resource_type, profiles in value.items():
+            if not re.fullmatch(r"[A-Z][A-Za-z]{0,63}", resource_type):
+                raise ValueError(
+                    f"required_profiles: {resource_type!r} is not a resource type name "
+                    '(give JSON such as {"Patient": ["http://example.org/StructureDefinition/p"]})'
+                )
+            if not all(isinstance(p, str) and p.strip() and " " not in p for p in profiles):
+                raise ValueError(
+                    f"required_profiles: the profiles of {resource_type} must be canonical URLs"
+                )
         return value
 
     @field_validator("log_level")

@@ -8,6 +8,7 @@ with N workers; workers rebuild the app from the same environment.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ import typer
 from rich.progress import Progress
 
 from healthbridge import FHIR_VERSION, __version__
-from healthbridge.cli import audit, clients, users
+from healthbridge.cli import audit, clients, packages, users
 from healthbridge.cli.options import DataDirOpt, DbOpt, console, migrate_or_exit, settings_of
 from healthbridge.settings import Settings
 
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="HealthBridge
 app.add_typer(users.app, name="users")
 app.add_typer(clients.app, name="clients")
 app.add_typer(audit.app, name="audit")
+app.add_typer(packages.app, name="packages")
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")]
 PortOpt = Annotated[int | None, typer.Option(help="Port [default: 8080]")]
@@ -34,6 +36,8 @@ def _export(settings: Settings) -> None:
     for name, value in settings.model_dump().items():
         if isinstance(value, list):  # list settings are read back as comma-separated values
             os.environ[f"HEALTHBRIDGE_{name.upper()}"] = ",".join(map(str, value))
+        elif isinstance(value, dict):  # mappings (required_profiles) are read back as JSON
+            os.environ[f"HEALTHBRIDGE_{name.upper()}"] = json.dumps(value)
         elif value is not None:
             os.environ[f"HEALTHBRIDGE_{name.upper()}"] = str(value)
     os.environ["HEALTHBRIDGE_DATABASE"] = settings.database_url()

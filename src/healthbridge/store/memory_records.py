@@ -12,14 +12,14 @@ from typing import Any
 
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import MAX_KEYS, Record
-from healthbridge.store.signals import LocalSignal
+from healthbridge.store.signals import ChangeSignal, LocalSignal
 
 
 class MemoryRecords:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._records: dict[tuple[str, str], Record] = {}
-        self.signal = LocalSignal()
+        self.signal: ChangeSignal = LocalSignal()
 
     def _live(self, kind: str, key: str) -> Record | None:
         record = self._records.get((kind, key))
