@@ -1,5 +1,6 @@
 """``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir),
-``python -m bench validation`` (in-process validation throughput) or ``python -m bench search``
+``python -m bench validation`` (in-process validation throughput) or ``python -m bench profiles``
+(profile validation: IPS, Genomics Reporting, Synthea vital signs) or ``python -m bench search``
 (search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL) or ``python -m bench
 load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside sekmet-fhir) or
 ``python -m bench auth`` (the cost of authorization against ``--no-auth``, and the token
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("http", "validation", "search", "load", "auth")
+BENCHMARKS = ("http", "validation", "profiles", "search", "load", "auth")
 
 
 def main() -> None:
@@ -25,6 +26,10 @@ def main() -> None:
         from bench import validation
 
         validation.main()
+    elif which == "profiles":
+        from bench import profile_validation
+
+        profile_validation.main()
     elif which == "auth":
         from bench import auth_cost
 
