@@ -5,9 +5,10 @@ takes effect at once"); the signal is what lets readers skip the database while 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
-from healthbridge.store.signals import MAX_SIGNAL_FILE, FileSignal, LocalSignal
+from healthbridge.store.signals import FileSignal, LocalSignal
 from healthbridge.store.sql import open_repository
 
 
@@ -21,21 +22,25 @@ async def test_local_signal_moves_on_every_change() -> None:
 
 
 async def test_a_file_signal_is_shared_by_every_opener_and_never_repeats(tmp_path: Path) -> None:
-    """Two openers of the same file stand for two processes; bumps within one clock tick
-    still move the signal (the size grows), and a full file is replaced, still a change."""
+    """Two openers of the same file stand for two processes; concurrent bumps from both are
+    all counted (none lost to a race) and each moves the signal both see."""
     writer, reader = FileSignal(tmp_path / "s"), FileSignal(tmp_path / "s")
-    seen = [reader.current()]
-    for _ in range(50):
-        await writer.changed()
-        seen.append(reader.current())
-    assert None not in seen and len(set(seen)) == len(seen)
-    (tmp_path / "s").write_bytes(b"." * (MAX_SIGNAL_FILE - 1))
-    before = reader.current()
-    await writer.changed()  # reaches the cap: replaced by an empty file
-    after = reader.current()
-    assert (tmp_path / "s").stat().st_size == 0 and after not in (before, None)
-    await writer.changed()
-    assert reader.current() not in (before, after)
+    try:
+        seen = [reader.current()]
+        for _ in range(50):
+            await writer.changed()
+            seen.append(reader.current())
+        assert None not in seen and len(set(seen)) == len(seen)
+        before = reader.current()
+        assert before is not None
+        await asyncio.gather(*(s.changed() for _ in range(20) for s in (writer, reader)))
+        assert reader.current() == writer.current() == before + 40
+        again = FileSignal(tmp_path / "s")  # a process started later sees the same counter
+        assert again.current() == reader.current()
+        await again.close()
+    finally:
+        await writer.close()
+        await reader.close()
 
 
 async def test_a_sqlite_database_shares_its_signal_between_repositories(sql_url: str) -> None:
@@ -59,3 +64,27 @@ async def test_a_sqlite_database_shares_its_signal_between_repositories(sql_url:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_bumps_from_several_processes_are_all_counted(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    signal = FileSignal(path)
+    start = signal.current()
+    assert start is not None
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from healthbridge.store.signals import FileSignal\n"
+        "s = FileSignal(Path(sys.argv[1]))\n"
+        "async def main():\n"
+        "    for _ in range(300):\n"
+        "        await s.changed()\n"
+        "asyncio.run(main())\n"
+    )
+    workers = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(path))
+        for _ in range(3)
+    ]
+    assert [await w.wait() for w in workers] == [0, 0, 0]
+    assert signal.current() == start + 900
+    await signal.close()

@@ -8,10 +8,9 @@ signal after they commit, and readers keep "checked, not revoked" verdicts only 
 stays where it was when they checked:
 
 * :class:`LocalSignal` - one process (the memory backend);
-* :class:`FileSignal` - processes on one machine sharing a SQLite file: the signal is the
-  identity and size of a small file next to the database, which a bump appends one byte to
-  (``O_APPEND`` writes are atomic; every bump changes the size, so no two bumps look alike the way
-  two touches within one coarse mtime tick would). Reading it is one ``stat`` (about 1 us);
+* :class:`FileSignal` - processes on one machine sharing a SQLite file: a counter in a small
+  file beside the database, memory-mapped by each process (reading it is a memory read, no
+  system call: a ``stat`` per request measured about ten times dearer);
 * :class:`~healthbridge.store.sql.notify_signal.NotifySignal` - PostgreSQL ``LISTEN/NOTIFY``.
 
 ``current()`` returning None means "cannot tell" (e.g. the PostgreSQL listener is reconnecting):
@@ -21,13 +20,13 @@ bump that races with its query makes the next request query again.
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
+import mmap
 import os
 from pathlib import Path
 from typing import Protocol
 
-MAX_SIGNAL_FILE = 64 * 1024
-"""A signal file this size is replaced by an empty one (a new inode: a change all the same)."""
+COUNTER_BYTES = 8
 
 
 class ChangeSignal(Protocol):
@@ -59,32 +58,34 @@ class LocalSignal:
 
 
 class FileSignal:
-    """The signal as the (inode, size) of ``path``, shared by processes on one machine."""
+    """The signal as a counter in the first 8 bytes of ``path``, mapped into every process that
+    opens it (``mmap`` ``MAP_SHARED``: a write by one process is in the others' view at once).
+    Reading costs about 0.15 us, no system call; a bump takes an exclusive ``flock`` so that
+    concurrent bumps never lose one another."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(self._fd).st_size < COUNTER_BYTES:
+                os.ftruncate(self._fd, COUNTER_BYTES)  # zeros; harmless if another did it first
+            self._map = mmap.mmap(self._fd, COUNTER_BYTES, mmap.MAP_SHARED)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def current(self) -> int | None:
-        try:
-            found = os.stat(self._path)
-        except OSError:
-            return None
-        return hash((found.st_ino, found.st_size, found.st_mtime_ns))
+        return int.from_bytes(self._map[:COUNTER_BYTES], "little")
 
     async def changed(self) -> None:
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            os.write(fd, b".")
-            size = os.fstat(fd).st_size
+            value = (int.from_bytes(self._map[:COUNTER_BYTES], "little") + 1) % 2**64
+            self._map[:COUNTER_BYTES] = value.to_bytes(COUNTER_BYTES, "little")
         finally:
-            os.close(fd)
-        if size >= MAX_SIGNAL_FILE:
-            fresh = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
-            fresh.write_bytes(b"")
-            with contextlib.suppress(OSError):
-                os.replace(fresh, self._path)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     async def close(self) -> None:
-        return None
+        if not self._map.closed:
+            self._map.close()
+            os.close(self._fd)
