@@ -121,10 +121,27 @@ class AccessPolicy:
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     consent: ConsentHook | None = None
     _indexer: tuple[Definitions, Indexer] | None = None
+    _unlabelled: tuple[Definitions, dict[str, Clause]] | None = None
 
     @property
     def definitions(self) -> Definitions:
         return self.search.definitions
+
+    def unlabelled(self, resource_type: str | None) -> Clause:
+        """``_security:not=`` every hidden label: parsed once per type (and definitions)."""
+        definitions = self.search.definitions
+        if self._unlabelled is None or self._unlabelled[0] is not definitions:
+            self._unlabelled = (definitions, {})
+        known = self._unlabelled[1]
+        name = resource_type or "Resource"
+        found = known.get(name)
+        if found is None:
+            values = ",".join(f"{s}|{c}" for s, c in sorted(self.labels.hidden))
+            found = self.search.clause(name, "_security:not", values)
+            if found is None:  # pragma: no cover - _security is a parameter of every resource
+                raise InvalidRequest("_security is not searchable")
+            known[name] = found
+        return found
 
     @property
     def indexer(self) -> Indexer:
@@ -440,7 +457,7 @@ class _Checks:
                 code="forbidden",
             )
         if not self._cleared and self.policy.labels.hidden:
-            restrictions.append(self._unlabelled(query.resource_type))
+            restrictions.append(self.policy.unlabelled(query.resource_type))
         if restrictions:
             items = (query.filter, *restrictions) if query.filter is not None else restrictions
             expr = items[0] if len(items) == 1 else FilterAnd(tuple(items))
@@ -474,13 +491,6 @@ class _Checks:
                 ):
                     return True
         return False
-
-    def _unlabelled(self, resource_type: str | None) -> Clause:
-        values = ",".join(f"{s}|{c}" for s, c in sorted(self.policy.labels.hidden))
-        clause = self.policy.search.clause(resource_type or "Resource", "_security:not", values)
-        if clause is None:  # pragma: no cover - _security is a parameter of every resource
-            raise InvalidRequest("_security is not searchable")
-        return clause
 
     def _nothing(self, query: SearchQuery) -> Clause:
         """A criterion no resource meets (another patient's compartment: no results)."""

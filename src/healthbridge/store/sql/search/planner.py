@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Select, false, func, select
@@ -30,6 +31,7 @@ from healthbridge.store.sql.search.conditions import (
     restrict,
 )
 from healthbridge.store.sql.search.filter import filter_condition
+from healthbridge.store.sql.search.memo import ConditionCache, Recent
 from healthbridge.store.sql.search.reference import compartment_condition
 from healthbridge.store.sql.search.resource_columns import type_filter
 from healthbridge.store.sql.search.scope import Bool, Scope, bigint, bound, text
@@ -53,6 +55,8 @@ class Planner:
     def __init__(self, definitions: Definitions, dialect: Dialect) -> None:
         self.definitions = definitions
         self.dialect = dialect
+        self._conditions = ConditionCache()
+        self._plans: Recent[Plan] = Recent()
 
     def _types(self, query: SearchQuery) -> tuple[str, ...]:
         if query.resource_type is not None:
@@ -66,14 +70,27 @@ class Planner:
         return tuple(every)
 
     def plan(self, query: SearchQuery) -> Plan:
-        """Raises InvalidRequest for what cannot be searched, before any statement runs."""
+        """Raises InvalidRequest for what cannot be searched, before any statement runs. A
+        plan depends on nothing but the query (and the definitions): recent ones are reused."""
+        return self._plans.get(query, partial(self._plan, query))
+
+    def _plan(self, query: SearchQuery) -> Plan:
         scope = Scope(
             self.definitions, self.dialect, query.resource_type or "Resource", self._types(query)
         )
-        conditions: list[Condition] = [clause_condition(scope, c) for c in query.clauses]
+        where = (scope.resource_type, scope.types)
+        conditions: list[Condition] = [
+            self._conditions.get((where, c), partial(clause_condition, scope, c))
+            for c in query.clauses
+        ]
         if query.compartment:
             owner_type, owner_id = query.compartment
-            conditions.append(compartment_condition(scope, owner_type, owner_id))
+            conditions.append(
+                self._conditions.get(
+                    (where, "compartment", owner_type, owner_id),
+                    partial(compartment_condition, scope, owner_type, owner_id),
+                )
+            )
         if query.filter is not None:
             conditions.append(filter_condition(scope, query.filter))
         filters: list[Bool] = [resource.c.deleted == false()]

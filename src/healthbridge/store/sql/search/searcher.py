@@ -28,6 +28,7 @@ from healthbridge.store.sql.search.include import (
     include_statement,
     remaining_limit,
 )
+from healthbridge.store.sql.search.memo import Recent
 from healthbridge.store.sql.search.planner import (
     PAGE_COLUMNS,
     Plan,
@@ -55,6 +56,7 @@ class SqlSearch:
         self._definitions = definitions
         self._planner: Planner | None = None
         self._compiler = Compiler(engine.dialect)
+        self._pages: Recent[tuple[Statement, tuple[Any, ...]]] = Recent()
         self.timeout_s = timeout_s
 
     @property
@@ -75,7 +77,11 @@ class SqlSearch:
     async def _page(self, reader: Reader, plan: Plan, position: list[Any] | None) -> SearchPage:
         query = plan.query
         count = max(query.count, 0)
-        rows = await self._fetch(reader, page_statement(plan, position, count + 1))
+        key = (query, None if position is None else tuple(position), count + 1)
+        compiled, args = self._pages.get(
+            key, lambda: self._compiler.compile(page_statement(plan, position, count + 1))
+        )
+        rows = await reader.fetch_all(compiled, args)
         page = rows[:count]
         next_cursor = None
         if len(rows) > count > 0:
