@@ -12,7 +12,7 @@ one; the enforcing repository (:mod:`healthbridge.security.access`) applies it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from healthbridge.security.scopes import Scopes, parse_scopes
 
@@ -32,6 +32,12 @@ class AccessContext:
     roles: frozenset[str] = field(default_factory=frozenset)  # e.g. {"admin"}, {"auditor"}
     unrestricted: bool = False
     """True only for ``--no-auth`` development mode and in-process callers: no checks at all."""
+    decisions: dict[tuple[str, str], Any] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
+    """Memo of :func:`healthbridge.security.decisions.decide` (a pure function of the fields
+    above, which never change): the verifier keeps one context per token, so each (type,
+    interaction) is decided once per token, not once per request."""
 
 
 UNRESTRICTED = AccessContext(parse_scopes("system/*.cruds"), subject="no-auth", unrestricted=True)

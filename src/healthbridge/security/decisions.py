@@ -54,9 +54,23 @@ class Decision:
     reason: str = ""
 
 
+MEMO_SIZE = 512
+"""Most decisions remembered per token (types x interactions it has used)."""
+
+
 def decide(access: AccessContext, resource_type: str, interaction: str) -> Decision:
     """What ``access`` may do with ``interaction`` (a CapabilityStatement code) on
-    ``resource_type``."""
+    ``resource_type`` (remembered in ``access.decisions``)."""
+    key = (resource_type, interaction)
+    found: Decision | None = access.decisions.get(key)
+    if found is None:
+        found = _decide(access, resource_type, interaction)
+        if len(access.decisions) < MEMO_SIZE:
+            access.decisions[key] = found
+    return found
+
+
+def _decide(access: AccessContext, resource_type: str, interaction: str) -> Decision:
     permission = PERMISSION_OF.get(interaction)
     if permission is None:
         return Decision(False, reason=f"the interaction {interaction!r} is not scoped")
