@@ -32,6 +32,10 @@ INTERACTION = "healthbridge.interaction"
 """The ASGI scope key holding the interaction code (or ``$operation``) a request was routed to."""
 ENTRY = "healthbridge.entry"
 """The ASGI scope key marking a Bundle entry answered as a request of its own."""
+CHARGE = "healthbridge.charge"
+"""The ASGI scope key holding ``async charge(units)``, which spends from the client's rate-limit
+budget: set for transaction and batch requests, which are charged by their number of entries
+once the Bundle is read (:func:`healthbridge.security.ratelimit.bundle_cost`)."""
 
 
 @dataclass(frozen=True, slots=True)

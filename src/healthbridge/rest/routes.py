@@ -29,7 +29,7 @@ from healthbridge.rest import auditing
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.cors import exposing, has_origin, is_preflight, preflight
 from healthbridge.rest.errors import error_response
-from healthbridge.rest.http import ACCESS, ENTRY, INTERACTION, PREFIX
+from healthbridge.rest.http import ACCESS, CHARGE, ENTRY, INTERACTION, PREFIX
 from healthbridge.rest.interactions import (
     audit_events,
     bundle,
@@ -197,8 +197,17 @@ class Router:
 
     async def _charge(self, request: Request, interaction: str) -> None:
         client = request.scope[ACCESS].client_id
-        if self.limiter is not None and client is not None and not request.scope.get(ENTRY):
-            await self.limiter.check_client(client, interaction)
+        limiter = self.limiter
+        if limiter is None or client is None or request.scope.get(ENTRY):
+            return
+        if interaction in ("transaction", "batch"):  # by its entries, once the Bundle is read
+
+            async def charge(units: int) -> None:
+                await limiter.check_client(client, "transaction", cost=units)
+
+            request.scope[CHARGE] = charge
+            return
+        await limiter.check_client(client, interaction)
 
     async def _operation(
         self,

@@ -17,13 +17,18 @@ from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import MethodNotAllowed
 from healthbridge.rest import negotiation
 from healthbridge.rest.context import RestContext
-from healthbridge.rest.http import base_url, json_response, read_resource
+from healthbridge.rest.http import CHARGE, base_url, json_response, read_resource
+from healthbridge.security.ratelimit import bundle_cost
 
 
 async def handle(ctx: RestContext, request: Request) -> Response:
     if ctx.bundles is None:
         raise MethodNotAllowed("This server does not process transaction or batch Bundles")
     body = await read_resource(request, ctx.limits)
+    charge = request.scope.get(CHARGE)
+    if charge is not None:  # the client's budget pays for every entry (429 before any work)
+        entries = body.get("entry") if isinstance(body, dict) else None
+        await charge(bundle_cost(len(entries) if isinstance(entries, list) else 0))
     prefer = request.headers.get("prefer")
     response = await ctx.bundles.process(
         body,
