@@ -1,16 +1,17 @@
 """``python -m bench http`` (REST throughput, side by side with a bare app and sekmet-fhir),
-``python -m bench validation`` (in-process validation throughput) or ``python -m bench profiles``
-(profile validation: IPS, Genomics Reporting, Synthea vital signs) or ``python -m bench search``
-(search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL) or ``python -m bench
-load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside sekmet-fhir) or
-``python -m bench auth`` (the cost of authorization against ``--no-auth``, and the token
-endpoint's throughput for backend services)."""
+``python -m bench validation`` (in-process validation throughput) or ``python -m bench
+profiles`` (profile validation: IPS, Genomics Reporting, Synthea vital signs) or ``python -m bench
+search`` (search latency over >= 1M Synthea-shaped resources on SQLite and PostgreSQL) or
+``python -m bench load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside
+sekmet-fhir) or ``python -m bench auth`` (the cost of authorization against ``--no-auth``, and
+the token endpoint's throughput for backend services) or ``python -m bench terminology`` (loading a
+100,000-concept LOINC-format release, then $lookup, $validate-code and $expand latency)."""
 
 from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("http", "validation", "profiles", "search", "load", "auth")
+BENCHMARKS = ("http", "validation", "profiles", "search", "load", "auth", "terminology")
 
 
 def main() -> None:
@@ -34,6 +35,10 @@ def main() -> None:
         from bench import auth_cost
 
         auth_cost.main()
+    elif which == "terminology":
+        from bench import terminology
+
+        terminology.main()
     elif which == "load":
         from bench import synthea_load
 

@@ -1,7 +1,7 @@
 """Generate the compact R4 definitions shipped in ``healthbridge/fhir/definitions/data``.
 
 Reads the official FHIR R4 4.0.1 packages (https://hl7.org/fhir/R4/downloads.html, FHIR package
-format https://confluence.hl7.org/display/FHIR/NPM+Package+Specification) and writes three
+format https://confluence.hl7.org/display/FHIR/NPM+Package+Specification) and writes four
 gzip-compressed JSON files:
 
 ``structures.json.gz``
@@ -14,6 +14,10 @@ gzip-compressed JSON files:
     the system|code sets of every value set that a *required* binding points to, from the
     expansions package, else by expanding the core CodeSystems for simple compose rules; the
     value sets that cannot be expanded are listed with the reason.
+``terminology.json.gz``
+    the CodeSystems (concepts with display, designations, properties and nesting; definitions
+    and narrative left out), ValueSets (their ``compose``) and ConceptMaps of R4 core, for the
+    terminology operations (https://hl7.org/fhir/R4/terminology-service.html).
 ``search.json.gz``
     the SearchParameters (https://hl7.org/fhir/R4/searchparameter.html; ``experimental`` ones are
     the spec's examples and are left out) and the CompartmentDefinitions
@@ -286,6 +290,51 @@ def build_search(sps: Iterable[Json], compartments: Iterable[Json]) -> Json:
     return {"searchParameters": params, "compartments": dict(sorted(by_code.items()))}
 
 
+# -- terminology -------------------------------------------------------------------------------
+
+TERMINOLOGY_KEEP = {
+    "CodeSystem": (
+        "resourceType", "id", "url", "version", "name", "title", "status", "caseSensitive",
+        "valueSet", "hierarchyMeaning", "compositional", "content", "count", "property",
+        "concept", "publisher",
+    ),
+    "ValueSet": ("resourceType", "id", "url", "version", "name", "title", "status", "compose"),
+    "ConceptMap": (
+        "resourceType", "id", "url", "version", "name", "title", "status", "sourceUri",
+        "sourceCanonical", "targetUri", "targetCanonical", "group",
+    ),
+}  # fmt: skip
+CONCEPT_KEEP = ("code", "display", "designation", "property", "concept")
+
+
+def compact_concepts(concepts: Iterable[Json]) -> list[Json]:
+    out = []
+    for concept in concepts:
+        kept = {k: concept[k] for k in CONCEPT_KEEP if k in concept}
+        if "concept" in kept:
+            kept["concept"] = compact_concepts(kept["concept"])
+        out.append(kept)
+    return out
+
+
+def compact_terminology(resource: Json) -> Json:
+    kept = {k: resource[k] for k in TERMINOLOGY_KEEP[resource["resourceType"]] if k in resource}
+    if "concept" in kept:
+        kept["concept"] = compact_concepts(kept["concept"])
+    return kept
+
+
+def build_terminology(resources: dict[str, list[Json]]) -> Json:
+    return {
+        key: [compact_terminology(r) for r in sorted(resources[kind], key=lambda r: r["url"])]
+        for key, kind in (
+            ("codeSystems", "CodeSystem"),
+            ("valueSets", "ValueSet"),
+            ("conceptMaps", "ConceptMap"),
+        )
+    }
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -293,7 +342,8 @@ def build(core: Path, expansions: Path) -> dict[str, Json]:
     """All generated payloads, keyed by the file name they are written to."""
     resources: dict[str, list[Json]] = {}
     prefixes = ("StructureDefinition-", "ValueSet-", "CodeSystem-", "SearchParameter-")
-    for resource in read_package(core, (*prefixes, "CompartmentDefinition-")):
+    extra = ("CompartmentDefinition-", "ConceptMap-")
+    for resource in read_package(core, (*prefixes, *extra)):
         resources.setdefault(resource["resourceType"], []).append(resource)
     structures = build_structures(resources["StructureDefinition"])
     expanded = {vs["url"]: vs for vs in read_package(expansions, ("ValueSet-",))}
@@ -307,6 +357,7 @@ def build(core: Path, expansions: Path) -> dict[str, Json]:
         "structures.json.gz": structures,
         "valuesets.json.gz": value_sets,
         "search.json.gz": search,
+        "terminology.json.gz": build_terminology(resources),
     }
 
 

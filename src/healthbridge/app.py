@@ -29,7 +29,7 @@ from healthbridge.auth.config import auth_config
 from healthbridge.auth.discovery import capability_security
 from healthbridge.auth.service import AuthService, log_event
 from healthbridge.fhir import ucum
-from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.definitions import Definitions, load_definitions
 from healthbridge.fhir.errors import FhirError, Issue, MethodNotAllowed, Unavailable
 from healthbridge.fhir.search.parse import SearchLimits, SearchParser
 from healthbridge.fhir.validation import Validator
@@ -44,8 +44,11 @@ from healthbridge.rest.errors import error_response, internal_error_response, ou
 from healthbridge.rest.http import BASE_PATH, PREFIX, HttpLimits
 from healthbridge.rest.operations import reindex, validate
 from healthbridge.rest.operations.registry import OperationRegistry
+from healthbridge.rest.profiles import ProfileCatalog, ProfileRules
 from healthbridge.rest.routes import Router
 from healthbridge.rest.service import FhirService
+from healthbridge.rest.terminology import operations as terminology
+from healthbridge.rest.terminology.capabilities import TerminologyCapabilities
 from healthbridge.security.access import AccessPolicy
 from healthbridge.security.context import Authenticator
 from healthbridge.security.ratelimit import RateLimitConfig, RateLimiter
@@ -85,10 +88,12 @@ def _fhir_router(
     limiter: RateLimiter | None = None,
     recorder: AuditRecorder | None = None,
     security: dict[str, Any] | None = None,
+    profiles: ProfileRules | None = None,
 ) -> Router:
     """The FHIR API. ``authenticator`` None serves every request unrestricted (``--no-auth``);
     otherwise each request runs over its access-controlled repository (security/access.py).
-    ``security`` is the CapabilityStatement's ``rest.security`` (the SMART endpoints)."""
+    ``security`` is the CapabilityStatement's ``rest.security`` (the SMART endpoints);
+    ``profiles`` validates writes against profiles (rest/profiles)."""
     definitions = registry.core
     validator = Validator(definitions, max_string_length=settings.max_string_chars)
     limits = HttpLimits(
@@ -106,7 +111,7 @@ def _fhir_router(
         ),
     )
     registry.on_search_change(lambda current: setattr(search, "definitions", current))
-    service = FhirService(repository, definitions, validator, search)
+    service = FhirService(repository, definitions, validator, search, profiles)
     ctx = RestContext(
         service=service,
         limits=limits,
@@ -117,8 +122,20 @@ def _fhir_router(
         audit=repository.audit,
     )
     operations = _operations(runner)
-    capabilities = Capabilities(ctx, operations, security)
+    terminology_service = terminology.TerminologyService(repository, search)
+    for operation in terminology.operations(terminology_service):
+        operations.register(operation)
+    terminology_capabilities = TerminologyCapabilities(terminology_service, __version__)
+    capabilities = Capabilities(
+        ctx,
+        operations,
+        security,
+        terminology_capabilities.handle,
+        profiles.supported if profiles is not None else None,
+    )
     registry.on_search_change(lambda _: capabilities.refresh())
+    if profiles is not None:
+        profiles.catalog.on_change(capabilities.refresh)
     policy = AccessPolicy(search)
     return Router(
         ctx,
@@ -139,6 +156,18 @@ async def _keep_fresh(registry: SearchRegistry, repository: Repository, every: f
             await registry.refresh(repository.jobs)
         except FhirError as exc:  # the database is briefly unavailable: try again later
             _log.warning("search registry refresh failed", error=str(exc))
+
+
+async def _start_profiles(
+    settings: Settings, repository: Repository, definitions: Definitions
+) -> ProfileRules:
+    """The profiles stored on the server, loaded; a required profile the server does not know
+    stops the start (rest/profiles/rules.py says why)."""
+    catalog = ProfileCatalog(repository, definitions)
+    await catalog.load()
+    rules = ProfileRules(catalog, settings.required_profiles)
+    rules.verify()
+    return rules
 
 
 SMART_CONFIGURATION = PREFIX + ".well-known/smart-configuration"
@@ -229,6 +258,7 @@ def create_app(
         registry = SearchRegistry(load_definitions())
         await registry.refresh(repository.jobs)
         registry.on_index_change(repository.use_definitions)
+        profiles = await _start_profiles(settings, repository, registry.core)
         refresh = settings.search_refresh_seconds
         runner = ReindexRunner(
             repository.jobs, repository.reindexer, registry, barrier_seconds=refresh * 2.5
@@ -249,10 +279,12 @@ def create_app(
             limiter=limiter,
             recorder=recorder,
             security=capability_security(auth.config) if auth is not None else None,
+            profiles=profiles,
         )
         background = [
             asyncio.create_task(_keep_fresh(registry, repository, refresh), name="registry"),
             asyncio.create_task(runner.resume(), name="reindex-resume"),
+            asyncio.create_task(profiles.catalog.keep_fresh(refresh), name="profiles"),
         ]
         gc.freeze()  # the R4 definitions live for the whole process: keep them out of GC scans
         _log.info("started", database=settings.database_url().split("@")[-1].split("?")[0])

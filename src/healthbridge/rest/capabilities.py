@@ -5,12 +5,16 @@ Generated from the router's interaction table, the operation registry and the R4
 parameters the server evaluates (https://hl7.org/fhir/R4/search.html), so it lists exactly what
 the server does: per type its search parameters with their type and documentation,
 ``searchInclude``/``searchRevInclude``; at system level search-system, the Resource-level
-parameters and the compartments (compartmentdefinition.html). Built once at start-up;
-``?mode=full`` and ``?mode=normative`` return the same statement (no TerminologyCapabilities yet).
+parameters and the compartments (compartmentdefinition.html); per type, ``supportedProfile`` lists
+the profiles installed on the server and the ones it requires (rebuilt when they change).
+Built once at start-up;
+``?mode=full`` and ``?mode=normative`` return the same statement; ``?mode=terminology`` the
+TerminologyCapabilities (:mod:`healthbridge.rest.terminology.capabilities`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -178,8 +182,25 @@ def _system_search(definitions: Definitions) -> dict[str, Any]:
     return {"searchParam": found, "compartment": compartments}
 
 
+Profiles = Callable[[], Mapping[str, Sequence[str]]]
+"""Resource type -> the profiles the server supports for it (installed or required)."""
+
+
+def _with_profiles(entries: list[dict[str, Any]], profiles: Profiles | None) -> None:
+    """``supportedProfile`` (https://hl7.org/fhir/R4/capabilitystatement-definitions.html
+    #CapabilityStatement.rest.resource.supportedProfile) for the types that have some."""
+    known = profiles() if profiles is not None else {}
+    for entry in entries:
+        urls = known.get(entry["type"])
+        if urls:
+            entry["supportedProfile"] = list(urls)
+
+
 def capability_statement(
-    ctx: RestContext, operations: OperationRegistry, security: dict[str, Any] | None = None
+    ctx: RestContext,
+    operations: OperationRegistry,
+    security: dict[str, Any] | None = None,
+    profiles: Profiles | None = None,
 ) -> dict[str, Any]:
     """The statement; ``security`` is ``rest.security`` (how to get a token), None when the
     server runs without authorization."""
@@ -206,6 +227,7 @@ def capability_statement(
         "interaction": [{"code": code} for code in _system_interactions()],
         **_system_search(definitions),
     }
+    _with_profiles(rest["resource"], profiles)
     if system_ops:
         rest["operation"] = system_ops
     if security is not None:
@@ -231,20 +253,30 @@ class Capabilities:
         ctx: RestContext,
         operations: OperationRegistry,
         security: dict[str, Any] | None = None,
+        terminology: Callable[[Request], Awaitable[Response]] | None = None,
+        profiles: Profiles | None = None,
     ) -> None:
         self.ctx = ctx
+        self._profiles = profiles
+        self._terminology = terminology
+        """Answers ``?mode=terminology`` (TerminologyCapabilities, rest/terminology/)."""
         self._operations = operations
         self._security = security
-        self.statement = capability_statement(ctx, operations, security)
+        self.statement = capability_statement(ctx, operations, security, profiles)
         self._encoded: dict[str, bytes] = {}
 
     def refresh(self) -> None:
-        """Rebuild the statement (the searchable parameters changed: a $reindex finished)."""
-        self.statement = capability_statement(self.ctx, self._operations, self._security)
+        """Rebuild the statement (the searchable parameters changed: a $reindex finished; the
+        installed profiles changed)."""
+        self.statement = capability_statement(
+            self.ctx, self._operations, self._security, self._profiles
+        )
         self._encoded = {}
 
     async def handle(self, request: Request) -> Response:
         check_format(request.query_params.get("_format"), request.headers.get("accept"))
+        if self._terminology is not None and request.query_params.get("mode") == "terminology":
+            return await self._terminology(request)
         base = base_url(request, self.ctx.limits)
         body = self._encoded.get(base)
         if body is None:

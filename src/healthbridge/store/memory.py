@@ -27,6 +27,7 @@ from healthbridge.store.memory_audit import MemoryAuditLog
 from healthbridge.store.memory_jobs import MemoryJobs
 from healthbridge.store.memory_records import MemoryRecords
 from healthbridge.store.memory_search import MemorySearch
+from healthbridge.store.memory_terminology import MemoryTerminology
 from healthbridge.store.reindexing import ReindexBatch
 from healthbridge.store.repository import (
     HistoryPage,
@@ -149,6 +150,7 @@ class MemoryRepository(AutocommitWrites):
         self._search: MemorySearch | None = None
         self.jobs = MemoryJobs(clock)
         self.records = MemoryRecords(clock)
+        self.terminology = MemoryTerminology()
         self.audit = MemoryAuditLog()
         self.reindexer = MemoryReindexer(self._state.by_type)
 

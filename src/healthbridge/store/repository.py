@@ -38,6 +38,7 @@ from healthbridge.store.audit import AuditLog
 from healthbridge.store.jobs import JobStore
 from healthbridge.store.records import RecordStore
 from healthbridge.store.reindexing import Reindexer
+from healthbridge.store.terminology import TerminologyStore
 
 Method = Literal["create", "update", "delete"]
 
@@ -204,6 +205,11 @@ class Repository(Protocol):
     def records(self) -> RecordStore:
         """Small durable key-value state of the authorization server
         (:mod:`healthbridge.store.records`)."""
+        ...
+
+    @property
+    def terminology(self) -> TerminologyStore:
+        """Large code systems loaded from release files (:mod:`healthbridge.store.terminology`)."""
         ...
 
     @property

@@ -45,6 +45,7 @@ from healthbridge.store.sql.records import SqlRecords
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
+from healthbridge.store.sql.terminology import SqlTerminology
 from healthbridge.store.sql.transaction import Prepared, SqlTransaction, plan, to_stored
 from healthbridge.store.versioning import (
     Contended,
@@ -81,6 +82,7 @@ class SqlRepository:
         self._search = SqlSearch(engine, self._index.indexer.definitions, search_timeout_s)
         self.jobs = SqlJobs(engine, clock)
         self.records = SqlRecords(engine, clock, signal)
+        self.terminology = SqlTerminology(engine)
         self.audit = SqlAuditLog(engine)
         self.reindexer = SqlReindex(engine, self._index)
 

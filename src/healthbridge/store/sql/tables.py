@@ -261,3 +261,53 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),  # the last row's
     Column("chain", LargeBinary, nullable=False),
 )
+
+# --- loaded code systems (https://hl7.org/fhir/R4/terminology-service.html;
+# healthbridge.store.terminology, healthbridge.store.sql.terminology) -------------------------
+
+term_system = Table(
+    "term_system",
+    metadata,
+    Column("id", _Sequence, primary_key=True, autoincrement=True),
+    Column("url", KEY_TEXT, nullable=False),
+    Column("version", KEY_TEXT, nullable=False),
+    Column("state", Text, nullable=False),  # loading | complete
+    Column("fingerprint", Text, nullable=False),  # digest of the release files
+    Column("done", BigInteger, nullable=False),  # concepts stored so far
+    Column("finished", BigInteger),  # load order of complete versions (newest: highest)
+    Column("info", Text, nullable=False),  # CodeSystemInfo as JSON
+    Index(None, "url", "version", "state", unique=True),
+    sqlite_autoincrement=True,
+)
+term_concept = Table(
+    "term_concept",
+    metadata,
+    Column("system_id", BigInteger, primary_key=True),
+    Column("code", KEY_TEXT, primary_key=True),
+    Column("display", Text),
+    Column("inactive", Boolean, nullable=False),
+    Column("data", Text, nullable=False),  # definition, designations, properties, parents (JSON)
+)
+term_edge = Table(  # is-a: code -> parent (walked by recursive queries both ways)
+    "term_edge",
+    metadata,
+    Column("system_id", BigInteger, primary_key=True),
+    Column("code", KEY_TEXT, primary_key=True),
+    Column("parent", KEY_TEXT, primary_key=True),
+    Index(None, "system_id", "parent", "code"),
+)
+term_property = Table(  # property values as filters compare them (concept_index.value_text)
+    "term_property",
+    metadata,
+    Column("system_id", BigInteger, primary_key=True),
+    Column("property", KEY_TEXT, primary_key=True),
+    Column("value", KEY_TEXT, primary_key=True),
+    Column("code", KEY_TEXT, primary_key=True),
+)
+term_word = Table(  # words of displays and designations (fhir.terminology.words), prefix ranges
+    "term_word",
+    metadata,
+    Column("system_id", BigInteger, primary_key=True),
+    Column("word", KEY_TEXT, primary_key=True),
+    Column("code", KEY_TEXT, primary_key=True),
+)
