@@ -192,6 +192,8 @@ def test_validate_code_on_a_code_system_and_codeable_concept(core: TestClient) -
     status = "http://hl7.org/fhir/observation-status"
     ok = get(core, "CodeSystem/$validate-code", url=status, code="final").json()
     assert params(ok)["result"] == [True]
+    as_system = get(core, "CodeSystem/$validate-code", system=status, code="finale").json()
+    assert params(as_system)["result"] == [False]  # `system` as clients send it, like $lookup
     concept = {"coding": [{"system": GENDER, "code": "x"}, {"system": GENDER, "code": "other"}]}
     either = post(
         core,

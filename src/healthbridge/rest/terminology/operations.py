@@ -96,7 +96,10 @@ class Handlers:
         inline = inputs.resource("codeSystem", "CodeSystem")
         if inline is not None:
             return self.resolver.indexed(inline, "request")
-        url = str(instance.get("url") or "") if instance else inputs.text(url_param)
+        # CodeSystem/$validate-code names the system `url` (R4); clients often send `system`
+        # as for $lookup, which this accepts too.
+        named = inputs.text(url_param) or inputs.text("system")
+        url = str(instance.get("url") or "") if instance else named
         version = instance.get("version") if instance else inputs.text("version")
         if not url:
             coding = inputs.coding("coding") or inputs.coding("codingA")
