@@ -8,8 +8,11 @@ ordinary characters. Expected ids are written out by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
+from healthbridge.fhir.search.query import TokenQuery
 from healthbridge.store.repository import Repository
-from tests.store.search_fixtures import expect_matches, resource, store
+from tests.store.search_fixtures import expect_matches, parse, resource, store
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -200,6 +203,30 @@ async def test_token_or_and(repo: Repository) -> None:
             (f"code={LOINC}|8867-4&code={LOINC}|9999-9", set()),
         ],
     )
+
+
+async def test_token_thousands_of_values(repo: Repository) -> None:
+    """search.html#combining: a value list of thousands of codes (what the REST layer makes of
+    a token ``:in`` or ``:below``; the parser itself takes fewer) keeps every token's meaning:
+    ``system|code``, ``|code``, a bare code, ``system|``; also under ``:not``."""
+    await _codes(repo)
+    loinc = [TokenQuery(LOINC, f"x{i}") for i in range(3000)]
+    bare = [TokenQuery(None, f"y{i}") for i in range(3000)]
+    empty = [TokenQuery("", f"z{i}") for i in range(3000)]
+    cases = [
+        ("code", [*loinc, TokenQuery(LOINC, "1234-5"), TokenQuery(SNOMED, "364075005")],
+         {"loinc", "two-codings"}),
+        ("code", [*bare, TokenQuery(None, "ABC")], {"upper"}),
+        ("code", [*empty, TokenQuery("", "1234-5")], {"no-system"}),
+        ("code", [*loinc, *bare, TokenQuery(SNOMED, None)], {"snomed", "two-codings"}),
+        ("code:not", [*loinc, TokenQuery(LOINC, "9999-9")],
+         {"loinc", "snomed", "no-system", "two-codings", "upper", "no-code"}),
+    ]  # fmt: skip
+    for name, values, wanted in cases:
+        query = parse("Observation", f"{name}=x&_count=100")
+        clause = dataclasses.replace(query.clauses[0], values=tuple(values))
+        page = await repo.search(dataclasses.replace(query, clauses=(clause,)))
+        assert {match.id for match in page.matches} == wanted, (name, len(values))
 
 
 async def test_token_not_includes_resources_without_a_value(repo: Repository) -> None:

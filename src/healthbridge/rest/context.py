@@ -9,6 +9,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.rest.bundle import BundleProcessor
 from healthbridge.rest.http import HttpLimits
 from healthbridge.rest.service import FhirService
+from healthbridge.rest.terminology.sources import Resolver
 from healthbridge.store.audit import AuditLog
 
 
@@ -25,3 +26,6 @@ class RestContext:
     """Runs transaction and batch Bundles (``POST [base]``)."""
     audit: AuditLog | None = None
     """The audit trail, searched by auditors (``GET [base]/AuditEvent``, audit_events.py)."""
+    terminology: Resolver | None = None
+    """The terminology service's code systems and value sets, for search's token ``:in`` and
+    ``:below`` (search_terminology.py); None: one over ``service.unrestricted`` per search."""

@@ -34,6 +34,7 @@ from healthbridge.fhir.summary import select_elements, summarize
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.http import base_url, json_response, read_body
 from healthbridge.rest.search_terminology import expand_terminology
+from healthbridge.rest.terminology.sources import Resolver
 from healthbridge.store.repository import MAX_INCLUDED, SearchPage, StoredResource
 
 FORM = "application/x-www-form-urlencoded"
@@ -238,7 +239,8 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     elif unknown:
         query = parse_query(ctx, request, params)
     cursor = next((v for k, v in reversed(params) if k == "_cursor"), None)
-    query = await expand_terminology(query, ctx.service.unrestricted, ctx.search)
+    terminology = ctx.terminology or Resolver(ctx.service.unrestricted, ctx.search)
+    query = await expand_terminology(query, terminology)
     page = await ctx.service.repository.search(query, cursor)
     base = base_url(request, ctx.limits)
     path = base + request.scope["path"].removeprefix("/fhir").rstrip("/").removesuffix("/_search")

@@ -5,15 +5,21 @@ only rows without a system, ``system|`` every code of the system. ``:not`` is a 
 values (resources without the element match it), ``:text`` a starts-with search of the display
 texts stored under the ``text`` facet (:mod:`.string`), ``:of-type`` the ``of-type`` facet rows
 (``system`` = the identifier type's system, ``code`` = ``"{type code}|{value}"``).
-``:above``/``:below``/``:in``/``:not-in`` need the terminology service and are refused.
+More than :data:`SHORT_LIST` codes of one system (a token ``:in`` or ``:below`` that the REST
+layer expanded into codes) are one list parameter (:func:`among_texts`), so that thousands of
+codes stay one shallow expression. ``:above``/``:below``/``:in``/``:not-in`` themselves are
+rewritten before the store sees them (rest/search_terminology.py) and refused here.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 from sqlalchemy import ColumnElement, FromClause, and_, false, or_
 
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search.query import Clause, CompositeQuery, StringQuery, TokenQuery
+from healthbridge.store.sql.dialects import among_texts
 from healthbridge.store.sql.search.conditions import (
     RANK_CODE,
     RANK_EXACT,
@@ -23,7 +29,7 @@ from healthbridge.store.sql.search.conditions import (
     Negated,
     Probe,
 )
-from healthbridge.store.sql.search.scope import Bool, Scope, text
+from healthbridge.store.sql.search.scope import SHORT_LIST, Bool, Scope, text
 from healthbridge.store.sql.search.string import prefix_test
 from healthbridge.store.sql.tables import search_string, search_token
 
@@ -59,11 +65,32 @@ def _tokens(clause: Clause) -> tuple[TokenQuery, ...]:
     return values
 
 
+def _grouped(scope: Scope, t: FromClause, values: tuple[TokenQuery, ...]) -> Bool:
+    """Any of ``values``; a system's codes as one list when there are many of them."""
+    by_system: dict[str | None, list[str]] = defaultdict(list)
+    for query in values:
+        if query.code is not None:
+            by_system[query.system].append(query.code)
+    tests: list[Bool] = []
+    for system, codes in by_system.items():
+        if len(codes) <= SHORT_LIST:
+            tests += [token_test(t.c.code, t.c.system, TokenQuery(system, c)) for c in codes]
+            continue
+        listed = among_texts(scope.dialect, t.c.code, list(dict.fromkeys(codes)))
+        if system is not None:
+            listed = and_(listed, token_test(t.c.code, t.c.system, TokenQuery(system, None)))
+        tests.append(listed)
+    tests += [token_test(t.c.code, t.c.system, q) for q in values if q.code is None]
+    return or_(false(), *tests)
+
+
 def token_probe(scope: Scope, clause: Clause, facet: str = "") -> Probe:
     """Rows of ``search_token`` (under ``facet``) matching any of the clause's tokens."""
     values = _tokens(clause)
 
     def test(t: FromClause) -> Bool:
+        if len(values) > SHORT_LIST:
+            return _grouped(scope, t, values)
         return or_(false(), *(token_test(t.c.code, t.c.system, q) for q in values))
 
     pkeys = scope.pkeys(clause.resource_type, clause.param, facet)
