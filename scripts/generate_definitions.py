@@ -1,7 +1,7 @@
 """Generate the compact R4 definitions shipped in ``healthbridge/fhir/definitions/data``.
 
 Reads the official FHIR R4 4.0.1 packages (https://hl7.org/fhir/R4/downloads.html, FHIR package
-format https://confluence.hl7.org/display/FHIR/NPM+Package+Specification) and writes four
+format https://confluence.hl7.org/display/FHIR/NPM+Package+Specification) and writes five
 gzip-compressed JSON files:
 
 ``structures.json.gz``
@@ -18,6 +18,15 @@ gzip-compressed JSON files:
     the CodeSystems (concepts with display, designations, properties and nesting; definitions
     and narrative left out), ValueSets (their ``compose``) and ConceptMaps of R4 core, for the
     terminology operations (https://hl7.org/fhir/R4/terminology-service.html).
+``profiles.json.gz``
+    the StructureDefinitions of R4 that constrain another (``derivation = constraint``: the
+    vital signs profiles, lipid profile, shareable definitions and every core extension
+    definition) for profile validation (https://hl7.org/fhir/R4/profiling.html), stripped to
+    what the validator reads: snapshot elements with id, path, sliceName, min, max, base, type,
+    fixed/pattern, binding strength and value set, constraints (key, severity, human,
+    expression), slicing, mustSupport; the definition's url, version, type, baseDefinition,
+    derivation, kind, abstract and context. Definitions, comments, mappings and narrative are
+    left out.
 ``search.json.gz``
     the SearchParameters (https://hl7.org/fhir/R4/searchparameter.html; ``experimental`` ones are
     the spec's examples and are left out) and the CompartmentDefinitions
@@ -335,6 +344,63 @@ def build_terminology(resources: dict[str, list[Json]]) -> Json:
     }
 
 
+# -- profiles and extension definitions --------------------------------------------------------
+
+PROFILE_KEEP = (
+    "resourceType", "id", "url", "version", "name", "status", "fhirVersion", "kind", "abstract",
+    "context", "contextInvariant", "type", "baseDefinition", "derivation",
+)  # fmt: skip
+ELEMENT_KEEP = (
+    "id", "path", "sliceName", "min", "max", "base", "contentReference", "mustSupport",
+    "isModifier", "maxLength", "slicing",
+)  # fmt: skip
+ELEMENT_PREFIXES = ("fixed", "pattern", "minValue", "maxValue")
+CONSTRAINT_KEEP = ("key", "severity", "human", "expression")
+BASE_INVARIANTS = ("ele-1", "ext-1")
+"""On nearly every element; the base validator enforces them and the profile validator skips
+them, so they are left out (a third of the file)."""
+
+
+def compact_type(type_json: Json) -> Json:
+    out: Json = {k: type_json[k] for k in ("code", "profile", "targetProfile") if k in type_json}
+    kept = [e for e in type_json.get("extension", ()) if e.get("url") == FHIR_TYPE_EXT]
+    if kept:
+        out["extension"] = kept
+    return out
+
+
+def compact_element(element: Json) -> Json:
+    out = {k: element[k] for k in ELEMENT_KEEP if k in element}
+    out |= {k: v for k, v in element.items() if k.startswith(ELEMENT_PREFIXES)}
+    if element.get("type"):
+        out["type"] = [compact_type(t) for t in element["type"]]
+    binding = element.get("binding") or {}
+    if binding.get("valueSet"):
+        out["binding"] = {"strength": binding["strength"], "valueSet": binding["valueSet"]}
+    constraints = [
+        {k: c[k] for k in CONSTRAINT_KEEP if k in c}
+        for c in element.get("constraint", ())
+        if c.get("expression") and c.get("key") not in BASE_INVARIANTS
+    ]
+    if constraints:
+        out["constraint"] = constraints
+    return out
+
+
+def compact_profile(sd: Json) -> Json:
+    """A constraining StructureDefinition with what profile validation reads; the differential
+    only when there is no snapshot (the validator generates one from it)."""
+    out = {k: sd[k] for k in PROFILE_KEEP if k in sd}
+    part = "snapshot" if sd.get("snapshot") else "differential"
+    out[part] = {"element": [compact_element(e) for e in sd[part]["element"]]}
+    return out
+
+
+def build_profiles(sds: Iterable[Json]) -> Json:
+    kept = [compact_profile(sd) for sd in sds if sd.get("derivation") == "constraint"]
+    return {"fhirVersion": "4.0.1", "structureDefinitions": sorted(kept, key=lambda p: p["url"])}
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -358,6 +424,7 @@ def build(core: Path, expansions: Path) -> dict[str, Json]:
         "valuesets.json.gz": value_sets,
         "search.json.gz": search,
         "terminology.json.gz": build_terminology(resources),
+        "profiles.json.gz": build_profiles(resources["StructureDefinition"]),
     }
 
 

@@ -112,6 +112,7 @@ def _fhir_router(
     )
     registry.on_search_change(lambda current: setattr(search, "definitions", current))
     service = FhirService(repository, definitions, validator, search, profiles)
+    terminology_service = terminology.TerminologyService(repository, search)
     ctx = RestContext(
         service=service,
         limits=limits,
@@ -120,9 +121,9 @@ def _fhir_router(
         refresh_search=lambda: registry.refresh(repository.jobs),
         bundles=BundleProcessor(service, BundleLimits(max_entries=settings.max_bundle_entries)),
         audit=repository.audit,
+        terminology=terminology_service.resolver,
     )
     operations = _operations(runner)
-    terminology_service = terminology.TerminologyService(repository, search)
     for operation in terminology.operations(terminology_service):
         operations.register(operation)
     terminology_capabilities = TerminologyCapabilities(terminology_service, __version__)
@@ -258,7 +259,6 @@ def create_app(
         registry = SearchRegistry(load_definitions())
         await registry.refresh(repository.jobs)
         registry.on_index_change(repository.use_definitions)
-        profiles = await _start_profiles(settings, repository, registry.core)
         refresh = settings.search_refresh_seconds
         runner = ReindexRunner(
             repository.jobs, repository.reindexer, registry, barrier_seconds=refresh * 2.5
@@ -279,7 +279,7 @@ def create_app(
             limiter=limiter,
             recorder=recorder,
             security=capability_security(auth.config) if auth is not None else None,
-            profiles=profiles,
+            profiles=(profiles := await _start_profiles(settings, repository, registry.core)),
         )
         background = [
             asyncio.create_task(_keep_fresh(registry, repository, refresh), name="registry"),

@@ -17,7 +17,13 @@ import pytest
 from healthbridge.fhir.definitions import Definitions, TypeRef, load_definitions
 from tests.fhir.conftest import REPO_ROOT, shared_file
 
-DATA_FILES = ("structures.json.gz", "valuesets.json.gz", "search.json.gz", "terminology.json.gz")
+DATA_FILES = (
+    "structures.json.gz",
+    "valuesets.json.gz",
+    "search.json.gz",
+    "terminology.json.gz",
+    "profiles.json.gz",
+)
 
 
 def test_load_definitions_is_cached_and_frozen(definitions: Definitions) -> None:

@@ -163,6 +163,7 @@ class Router:
             refresh_search=ctx.refresh_search,
             bundles=processor,
             audit=ctx.audit,
+            terminology=ctx.terminology,
         )
 
     async def _dispatch(self, ctx: RestContext, shape: str, request: Request) -> Response:

@@ -33,6 +33,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
+from healthbridge.rest.profiles import ProfileRules
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
@@ -66,8 +67,11 @@ class FhirService:
         definitions: Definitions,
         validator: Validator,
         search: SearchParser | None = None,
+        profiles: ProfileRules | None = None,
     ):
         self.repository = repository
+        self.profiles = profiles
+        """Profile validation of writes (rest/profiles); None checks the base rules only."""
         self.definitions = definitions
         self.validator = validator
         self.search = search or SearchParser(definitions)
@@ -134,10 +138,18 @@ class FhirService:
                 expression="resourceType",
             )
         self.validator.check(body, resource_type)
+        if self.profiles is not None:
+            self.profiles.check(resource_type, body)  # 422 when it breaks a profile
         return body
 
     def validate(self, body: Any, resource_type: str | None) -> list[Issue]:
         return self.validator.validate(body, resource_type)
+
+    async def written(self, *stored: StoredResource | None) -> None:
+        """Committed writes: new or changed StructureDefinitions, ValueSets and CodeSystems are
+        used by profile validation at once."""
+        if self.profiles is not None:
+            await self.profiles.catalog.written([s for s in stored if s is not None])
 
     # -- interactions ---------------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource:
@@ -156,7 +168,9 @@ class FhirService:
         """https://hl7.org/fhir/R4/http.html#create: the body's id (if any) is ignored."""
         self.check_target(resource_type)
         resource = self.check_body(resource_type, body)
-        return await self.repository.create(resource_type, resource)
+        stored = await self.repository.create(resource_type, resource)
+        await self.written(stored)
+        return stored
 
     async def update(
         self, resource_type: str, id: str, body: Any, if_match: int | None
@@ -174,7 +188,9 @@ class FhirService:
                 expression=f"{resource_type}.id",
             )
         resource = self.check_body(resource_type, body)
-        return await self.repository.update(resource_type, id, resource, if_match)
+        stored, created = await self.repository.update(resource_type, id, resource, if_match)
+        await self.written(stored)
+        return stored, created
 
     def criteria(self, resource_type: str, criteria: str, what: str) -> tuple[SearchQuery, str]:
         """A conditional operation's search (https://hl7.org/fhir/R4/http.html#ccreate), parsed
@@ -223,7 +239,9 @@ class FhirService:
             found = await self.single_match(query, f"If-None-Exist {criteria}")
             if found is not None:
                 return found, False
-            return await tx.create(resource_type, resource), True
+            stored = await tx.create(resource_type, resource)
+        await self.written(stored)
+        return stored, True
 
     async def conditional_update(
         self, resource_type: str, body: Any, criteria: str, if_match: int | None
@@ -236,18 +254,19 @@ class FhirService:
         resource = self.check_body(resource_type, body)
         async with self.locked([name]) as tx:
             found = await self.single_match(query, criteria)
-            if found is None:
-                given = resource.get("id")
-                if isinstance(given, str):
-                    return await tx.update(resource_type, given, resource, if_match)
-                return await tx.create(resource_type, resource), True
-            target = found.id
-            if resource.get("id", target) != target:
+            target = found.id if found is not None else resource.get("id")
+            if found is not None and resource.get("id", target) != target:
                 raise InvalidRequest(
                     f"The body's id must be {target!r}, the resource the criteria match",
                     expression=f"{resource_type}.id",
                 )
-            return await tx.update(resource_type, target, resource | {"id": target}, if_match)
+            if isinstance(target, str):
+                named = resource | {"id": target}
+                result = await tx.update(resource_type, target, named, if_match)
+            else:
+                result = await tx.create(resource_type, resource), True
+        await self.written(result[0])
+        return result
 
     async def conditional_delete(
         self, resource_type: str, criteria: str, *, multiple: bool
@@ -266,6 +285,7 @@ class FhirService:
                     + ("" if multiple else "; this server deletes one at a time")
                 )
             deleted = [await tx.delete(resource_type, found.id) for found in page.matches]
+        await self.written(*deleted)
         return [d for d in deleted if d is not None]
 
     async def conditional_patch(
@@ -310,8 +330,11 @@ class FhirService:
                 if if_match is not None:
                     raise
                 continue  # changed since we read it: patch the newer version
+            await self.written(stored)
             return stored
-        return await self._patch_in_turn(resource_type, id, patch)
+        stored = await self._patch_in_turn(resource_type, id, patch)
+        await self.written(stored)
+        return stored
 
     async def _patch_in_turn(self, resource_type: str, id: str, patch: Any) -> StoredResource:
         """The patch applied under a lock per resource: concurrent patches queue instead of
@@ -362,7 +385,9 @@ class FhirService:
     ) -> StoredResource | None:
         self.check_target(resource_type)
         self.check_id(id)
-        return await self.repository.delete(resource_type, id, if_match)
+        deleted = await self.repository.delete(resource_type, id, if_match)
+        await self.written(deleted)
+        return deleted
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         if query.resource_type is not None:

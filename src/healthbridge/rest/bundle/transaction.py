@@ -106,6 +106,7 @@ class TransactionRun:
         else:
             plan = await self._plan(writes, links, self.service.repository.read)
             applied = await self._apply(plan, None)
+        await self.service.written(*(a.stored for a in applied if a is not None))
         answers = {
             s.entry.index: write_entry(s.found, a, self.prefer, self.base_url)
             for s, a in zip(plan.steps, applied, strict=True)

@@ -1,9 +1,16 @@
 """$validate: https://hl7.org/fhir/R4/resource-operation-validate.html.
 
 ``POST [base]/[type]/$validate`` and ``POST|GET [base]/[type]/[id]/$validate``. The body is the
-resource itself or a Parameters resource with ``resource``, ``mode`` and ``profile``. The answer is
-200 with an OperationOutcome listing every issue (severity, code, FHIRPath location) whether or not
-the content is valid; only a request that cannot be read at all is a 4xx.
+resource itself or a Parameters resource with ``resource``, ``mode`` and ``profile``; ``profile``
+may also be given as a query parameter (``?profile=url``, repeatable). The answer is 200 with an
+OperationOutcome listing every issue (severity, code, FHIRPath location) whether or not the
+content is valid; only a request that cannot be read at all is a 4xx.
+
+Besides the base R4 rules, the resource is validated against the profiles asked for (one the
+server does not know is an error naming ``healthbridge packages install``), the profiles it
+claims in ``meta.profile`` (unknown ones: a warning) and the profiles the server requires for
+its type (:mod:`healthbridge.rest.profiles.rules`); must-support information is reported here,
+never on writes.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ async def handle(ctx: RestContext, request: Request) -> Response:
     else:
         body = await read_resource(request, ctx.limits)
         resource, mode, profiles = _unwrap(body, resource_type)
+    profiles += [p for p in request.query_params.getlist("profile") if p]
     if mode is not None and mode not in MODES:
         raise InvalidRequest(
             f"mode={mode!r} is not one of create, update, delete", code="value", expression="mode"
@@ -96,15 +104,21 @@ async def handle(ctx: RestContext, request: Request) -> Response:
                 (f"{resource_type}.id",),
             )
         )
-    for profile in profiles:
-        issues.append(
-            Issue(
-                "information",
-                "not-supported",
-                f"Profile {profile} was not checked: profile validation is not available yet",
-            )
-        )
+    issues.extend(_profile_issues(ctx, resource, resource_type, profiles))
     return resource_json(operation_outcome(issues), request)
+
+
+def _profile_issues(
+    ctx: RestContext, resource: Any, resource_type: str, profiles: list[str]
+) -> list[Issue]:
+    rules = ctx.service.profiles
+    if rules is None:  # a service built without profile validation (some tests, tools)
+        return [
+            Issue("information", "not-supported", f"Profile {p} was not checked") for p in profiles
+        ]
+    if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+        return []  # the base validation has said what is wrong
+    return rules.validate(resource, resource_type, [p for p in profiles if p])
 
 
 OPERATION = Operation(
