@@ -26,6 +26,8 @@ from healthbridge.security.context import AccessContext
 from healthbridge.store.actor import reset_actor, set_actor
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+MEMO_ENTRIES = 64
+"""Most entries a token's AccessContext.memo takes (a few per token in practice)."""
 
 
 def who(request: Request) -> Who:
@@ -36,14 +38,20 @@ def who(request: Request) -> Who:
     access: AccessContext | None = request.scope.get(ACCESS)
     if access is None:
         return Who(address=address) if address else NOBODY
-    return Who(
-        subject=access.subject,
-        fhir_user=access.fhir_user,
-        client_id=access.client_id,
-        jti=access.jti,
-        address=address,
-        patient=access.patient,
-    )
+    key = ("audit-who", address)  # a token's requests come from one address or a few
+    found: Who | None = access.memo.get(key)
+    if found is None:
+        found = Who(
+            subject=access.subject,
+            fhir_user=access.fhir_user,
+            client_id=access.client_id,
+            jti=access.jti,
+            address=address,
+            patient=access.patient,
+        )
+        if len(access.memo) < MEMO_ENTRIES:
+            access.memo[key] = found
+    return found
 
 
 def acting(request: Request) -> Token[str | None] | None:

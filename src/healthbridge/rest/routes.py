@@ -94,6 +94,19 @@ TABLE: dict[tuple[str, str], Interaction] = {
 }
 
 
+MEMO_ENTRIES = 64
+"""Most entries a token's AccessContext.memo takes (a few per token in practice)."""
+
+
+def _authorization(scope: Scope) -> str | None:
+    """The ``Authorization`` header, read from the ASGI scope (ASGI header names are lower
+    case) without building Starlette's Headers."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _negotiate(request: Request) -> None:
     """406 before any work when the client cannot take FHIR JSON."""
     format_param = request.query_params.get("_format") if request.scope["query_string"] else None
@@ -143,7 +156,7 @@ class Router:
             if self.authenticator is None:
                 access = UNRESTRICTED
             else:
-                access = await self.authenticator.authenticate(request.headers.get("authorization"))
+                access = await self.authenticator.authenticate(_authorization(scope))
             scope[ACCESS] = access
         return access
 
@@ -153,6 +166,17 @@ class Router:
         ctx = self.ctx
         if access.unrestricted or self.policy is None:
             return ctx
+        key = ("rest-context", bundles)  # the same for every request of the token: reused
+        built = access.memo.get(key)
+        if built is not None and built[0] is ctx:
+            return built[1]  # type: ignore[no-any-return]
+        scoped_ctx = self._scoped(ctx, access, bundles)
+        if len(access.memo) < MEMO_ENTRIES:
+            access.memo[key] = (ctx, scoped_ctx)
+        return scoped_ctx
+
+    def _scoped(self, ctx: RestContext, access: AccessContext, bundles: bool) -> RestContext:
+        assert self.policy is not None
         scoped = ctx.service.using(self.policy.wrap(ctx.service.unrestricted, access))
         processor = ctx.bundles.using(scoped) if bundles and ctx.bundles is not None else None
         return RestContext(  # built directly: dataclasses.replace costs more per request

@@ -11,6 +11,7 @@ one; the enforcing repository (:mod:`healthbridge.security.access`) applies it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,12 @@ class AccessContext:
     """Memo of :func:`healthbridge.security.decisions.decide` (a pure function of the fields
     above, which never change): the verifier keeps one context per token, so each (type,
     interaction) is decided once per token, not once per request."""
+    memo: dict[Hashable, Any] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
+    """Other things built from this context alone and reused by its token's later requests
+    (the REST layer's access-controlled context, the audit trail's ``Who``); each user keys
+    its entries and checks that what they were built from is still what it has."""
 
 
 UNRESTRICTED = AccessContext(parse_scopes("system/*.cruds"), subject="no-auth", unrestricted=True)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 from collections.abc import Sequence
+from functools import partial
 from hashlib import blake2b
 from typing import Any
 
@@ -19,14 +20,21 @@ import msgspec
 
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.search.query import SearchQuery
+from healthbridge.store.sql.search.memo import Recent
 from healthbridge.store.sql.search.sort import SortColumn
 
 _INT64 = (-(2**63), 2**63 - 1)
 MAX_CURSOR_CHARS = 4096
+_FINGERPRINTS: Recent[str] = Recent()
 
 
 def fingerprint(query: SearchQuery) -> str:
-    """What the order and the result set of ``query`` depend on (not the page size)."""
+    """What the order and the result set of ``query`` depend on (not the page size); the
+    recent ones remembered (a repr of the query's clauses costs more than the digest)."""
+    return _FINGERPRINTS.get(query, partial(_fingerprint, query))
+
+
+def _fingerprint(query: SearchQuery) -> str:
     shape = (
         query.resource_type,
         query.clauses,
