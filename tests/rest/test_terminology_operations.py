@@ -178,6 +178,8 @@ def test_validate_code_against_a_core_value_set(core: TestClient) -> None:
         core, "ValueSet/$validate-code", url=GENDER_VS, system=GENDER, code="male", display="Man"
     ).json()
     assert params(display)["result"] == [True] and "Male" in params(display)["message"][0]
+    bare = get(core, "ValueSet/$validate-code", url=GENDER_VS, code="female").json()
+    assert params(bare)["result"] == [True]  # a bare code: the value set's one system
     other = get(core, "ValueSet/$validate-code", url=GENDER_VS, system=ACT, code="AMB").json()
     assert params(other)["result"] == [False]
     assert (
@@ -272,6 +274,18 @@ def test_terminology_capabilities_and_capability_statement(core: TestClient) -> 
     systems = {s["uri"]: s for s in terminology["codeSystem"]}
     assert systems[LOADED]["version"][0]["code"] == "2024" and GENDER in systems
     assert terminology["closure"] == {"translation": False}
+    uploaded = {
+        "resourceType": "CodeSystem",
+        "url": "urn:example:triage",
+        "version": "3",
+        "status": "active",
+        "content": "complete",
+        "concept": [{"code": "red", "display": "Immediate"}],
+    }
+    assert core.post("/fhir/CodeSystem", json=uploaded).status_code == 201
+    again = core.get("/fhir/metadata", params={"mode": "terminology"}).json()
+    listed = {s["uri"]: s for s in again["codeSystem"]}
+    assert listed["urn:example:triage"]["version"][0]["code"] == "3"  # a stored CodeSystem
     statement = core.get("/fhir/metadata").json()
     types = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert {o["name"] for o in types["ValueSet"]["operation"]} >= {"expand", "validate-code"}

@@ -1,8 +1,8 @@
 """``GET [base]/metadata?mode=terminology``: the TerminologyCapabilities resource,
 https://hl7.org/fhir/R4/terminologycapabilities.html (and http.html#capabilities).
 
-Lists the code systems the server answers for (loaded into the terminology store, then the R4
-core ones shipped with it; CodeSystem resources stored on the server are found by search) with
+Lists the code systems the server answers for (loaded into the terminology store, CodeSystem
+resources stored on the server with content, then the R4 core ones shipped with it) with
 their versions, properties and filters, the ``$expand`` parameters, and that ``$validate-code``
 and ``$translate`` are offered (no closure tables).
 """
@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from healthbridge.fhir import jsonformat
 from healthbridge.fhir.meta import format_instant
 from healthbridge.fhir.terminology.code_system import code_system_info
 from healthbridge.fhir.terminology.concepts import CodeSystemInfo
@@ -25,6 +26,7 @@ from healthbridge.store.terminology import FilterOp
 HIERARCHY_OPS: list[FilterOp] = ["is-a", "descendent-of", "is-not-a", "generalizes", "=", "in",
                                  "not-in", "regex"]  # fmt: skip
 PROPERTY_OPS: list[FilterOp] = ["=", "in", "not-in", "regex", "exists"]
+MAX_STORED = 500
 EXPAND_PARAMETERS = ("filter", "count", "offset", "includeDesignations", "activeOnly")
 
 
@@ -57,6 +59,9 @@ class TerminologyCapabilities:
                 systems[info.url] = entry
         for entry in systems.values():
             entry["version"][-1]["isDefault"] = True  # the newest loaded answers by default
+        for info in await self._stored():
+            if info.url not in systems:
+                systems[info.url] = _code_system(info, True)
         for url in sorted(resolver.core.code_systems):
             if url not in systems:
                 info = code_system_info(resolver.core.code_systems[url], "core")
@@ -82,6 +87,19 @@ class TerminologyCapabilities:
             "translation": {"needsMap": False},
             "closure": {"translation": False},
         }
+
+    async def _stored(self) -> list[CodeSystemInfo]:
+        """CodeSystem resources stored on the server (packages, uploads) that hold concepts;
+        the first :data:`MAX_STORED` of them."""
+        resolver = self.service.resolver
+        query = resolver.parser.parse("CodeSystem", [("_count", str(MAX_STORED))])
+        page = await resolver.repository.search(query)
+        found = []
+        for match in page.matches:
+            resource = jsonformat.loads(match.content)
+            if resource.get("url") and resource.get("content") not in ("not-present", None):
+                found.append(code_system_info(resource, "resource"))
+        return found
 
     async def handle(self, request: Request) -> Response:
         return resource_json(await self.statement(), request)

@@ -10,7 +10,7 @@ by a query for that code alone, imported value sets recursively. The answer is `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from healthbridge.fhir.terminology.code_system import is_abstract
@@ -161,15 +161,29 @@ def judge(
     return Verdict(result, tuple(messages), concept.display)
 
 
+def _included_systems(value_set: Resource | None) -> set[str]:
+    compose = (value_set or {}).get("compose") or {}
+    includes = compose.get("include") or [] if isinstance(compose, dict) else []
+    return {
+        i["system"] for i in includes if isinstance(i, dict) and isinstance(i.get("system"), str)
+    }
+
+
 async def validate_code(
     resolver: Resolver, coded: Coded, value_set: Resource | None, abstract_ok: bool
 ) -> Verdict:
     if coded.system is None:
-        return Verdict(False, (f"The code {coded.code} has no system",))
+        systems = _included_systems(value_set)
+        if len(systems) != 1:
+            where = "" if value_set is None else " and the value set includes several systems"
+            return Verdict(False, (f"The code {coded.code} has no system{where}: give system",))
+        coded = replace(coded, system=systems.pop())  # a bare `code` (e.g. Observation.status)
     if value_set is not None and not await Membership(resolver).contains(value_set, coded):
         url = value_set.get("url") or "the value set"
         return Verdict(False, (f"The code {coded.system}|{coded.code} is not in {url}",))
-    source = await resolver.code_system(coded.system, coded.version)
+    system = coded.system
+    assert system is not None
+    source = await resolver.code_system(system, coded.version)
     concept = (await source.concepts([coded.code])).get(coded.code) if source else None
     if value_set is not None and source is None:  # listed in the value set: trust it
         note = f"The code system {coded.system} is not known here: the code was not checked"
