@@ -135,6 +135,39 @@ class Settings(BaseSettings):
         default=300, ge=0, le=86400, description="How long a fetched client JWKS is reused"
     )
 
+    # -- outbound requests and subscription channels (infra/ssrf.py, docs/subscriptions.md) --
+    outbound_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host[:port] names HealthBridge may reach although they are "
+        "loopback or private addresses (or plain http): subscription endpoints, client JWKS "
+        "URLs (with auth_jwks_allowed_hosts), every other URL it fetches",
+    )
+    subscription_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Longest one subscription notification may take"
+    )
+    subscription_nats_url: str | None = Field(
+        default=None,
+        description="NATS server of the message channel (nats://host:4222; needs the nats extra)",
+    )
+    subscription_redis_url: str | None = Field(
+        default=None, description="Redis server of the message channel's streams (redis://...)"
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server of the email channel (unset: no email channel)"
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: str = Field(
+        default="starttls", description="starttls, ssl (implicit TLS) or none (loopback only)"
+    )
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_from: str = Field(default="healthbridge@localhost", description="The From address")
+    smtp_attach_full_resource: bool = Field(
+        default=False,
+        description="Attach the notification Bundle to emails of full-resource subscriptions "
+        "(off: emails carry ids and event numbers only)",
+    )
+
     # -- profiles (docs/packages.md) --
     required_profiles: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -179,6 +212,22 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             for item in value:
                 ipaddress.ip_network(str(item).strip(), strict=False)  # ValueError if not
+        return value
+
+    @field_validator("outbound_allowed_hosts", mode="before")
+    @classmethod
+    def _outbound_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
+    @field_validator("smtp_security")
+    @classmethod
+    def _smtp_security(cls, value: str) -> str:
+        if value not in {"starttls", "ssl", "none"}:
+            raise ValueError("smtp_security must be one of starttls, ssl, none")
         return value
 
     @field_validator("required_profiles")

@@ -67,6 +67,7 @@ def auth_config(settings: Settings) -> AuthConfig:
     fhir_base = settings.fhir_base_url()
     issuer = fhir_base.removesuffix("/fhir")
     allowed = {h.strip().lower() for h in settings.auth_jwks_allowed_hosts.split(",") if h.strip()}
+    allowed.update(settings.outbound_allowed_hosts)  # the allow-list of every outbound URL
     return AuthConfig(
         issuer=issuer,
         fhir_base=fhir_base,
