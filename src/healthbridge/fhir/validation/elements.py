@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from healthbridge.fhir.definitions import Definitions
+from healthbridge.fhir.validation.element_limits import Limits, limits_of
 from healthbridge.fhir.validation.fhirpath_invariants import Constraint, compile_constraints
 from healthbridge.fhir.validation.patterns import fixed_or_pattern
+from healthbridge.fhir.validation.profile_bindings import max_value_set
 
 _FHIRPATH_TYPES: Final = "http://hl7.org/fhirpath/System."
 _FHIR_TYPE_EXT: Final = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -54,6 +56,8 @@ class Node:
     pattern: tuple[str, object] | None = None
     binding: tuple[str, str] | None = None  # (strength, value set url)
     inherited_binding: bool = False  # the base validator already checks this required binding
+    max_value_set: str | None = None  # the binding's maxValueSet extension
+    limits: Limits | None = None  # minValue[x], maxValue[x], maxLength
     constraints: tuple[Constraint, ...] = ()
     must_support: bool = False
     children: dict[str, Node] = field(default_factory=dict)
@@ -183,6 +187,8 @@ def make_node(element: dict[str, Any], definitions: Definitions) -> Node:
         pattern=pattern,
         binding=binding,
         inherited_binding=inherited,
+        max_value_set=max_value_set(element.get("binding")),
+        limits=limits_of(element),
         constraints=compile_constraints(element.get("constraint")),
         must_support=bool(element.get("mustSupport")),
         slicing=_slicing(element.get("slicing")),

@@ -4,8 +4,11 @@
 carries a FHIRPath ``expression`` that SHALL be true for every instance of the element; its
 ``severity`` says whether a failure is an error or a warning. Each expression is parsed once by
 fhirpathpy (https://hl7.org/fhirpath/) and cached, then run per element with ``%resource`` and
-``%rootResource`` bound. An expression the engine cannot evaluate is reported as a warning that
-the invariant could not be checked: it never stops validation.
+``%rootResource`` bound; the common existence shapes run as Python predicates instead
+(invariant_shapes.py), with fhirpathpy as the fallback. :class:`Evaluations` remembers results
+within one validation, per expression, node and environment. An expression the engine cannot
+evaluate is reported as a warning that the invariant could not be checked: it never stops
+validation.
 
 The invariants the base validator already enforces without an engine (``ele-1``, ``ext-1``,
 ``dom-2`` .. ``dom-5``, ``txt-1``, ``txt-2``) are skipped here so they are not reported twice.
@@ -23,6 +26,7 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from healthbridge.fhir.errors import Severity
+from healthbridge.fhir.validation.invariant_shapes import Fallback, Predicate, compile_shape
 
 #: Invariants the base validator checks itself (validation/invariants.py, narrative.py).
 BASE_KEYS: Final = frozenset(
@@ -66,6 +70,7 @@ class Constraint:
     human: str
     expression: str
     tree: Any
+    shape: Predicate | None = None  # the expression as a Python predicate, when it compiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,9 @@ def compile_constraints(raw: object) -> tuple[Constraint, ...]:
             tree = _parse(expression)
         except Exception:
             tree = None
-        found.append(Constraint(key, severity, str(item.get("human") or key), expression, tree))
+        human = str(item.get("human") or key)
+        shape = compile_shape(expression) if tree is not None else None
+        found.append(Constraint(key, severity, human, expression, tree, shape))
     return tuple(found)
 
 
@@ -113,6 +120,20 @@ def evaluate(
     ``rootResource``. An empty result counts as passing (the invariant does not apply)."""
     if constraint.tree is None:
         return Outcome(None, "the expression could not be parsed")
+    if constraint.shape is not None:
+        try:
+            truth = constraint.shape(focus, base_path)
+        except Fallback:
+            pass
+        else:
+            return Outcome(True if truth is None else truth)
+    return interpret(constraint, focus, base_path, env)
+
+
+def interpret(
+    constraint: Constraint, focus: object, base_path: str, env: Mapping[str, object]
+) -> Outcome:
+    """:func:`evaluate` by fhirpathpy alone."""
     try:
         node = _node(focus, base_path)
         result = _apply(node, constraint.tree, dict(env), _MODEL, _OPTIONS)
@@ -120,3 +141,25 @@ def evaluate(
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:200])
     truth = _truth(result)
     return Outcome(True if truth is None else truth)
+
+
+class Evaluations:
+    """Invariant results within one validation: profiles that share a base (or a value reached
+    twice, by a slice discriminator and by the walk) evaluate each expression once per node.
+    Keys hold object ids (the focus is kept alive with its result, so an id is never reused):
+    the instance must not change while an ``Evaluations`` is in use."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, int, str, int, int], tuple[object, Outcome]] = {}
+
+    def outcome(
+        self, constraint: Constraint, focus: object, base_path: str, resource: object, root: object
+    ) -> Outcome:
+        key = (constraint.expression, id(focus), base_path, id(resource), id(root))
+        found = self._found.get(key)
+        if found is None:
+            env = {"resource": resource, "rootResource": root}
+            found = self._found[key] = (focus, evaluate(constraint, focus, base_path, env))
+        return found[1]

@@ -96,3 +96,38 @@ def binding_issue(
     kind = "coding" if type_code != "code" else "code"
     message = f"{kind} {_describe(pairs)} is not in the {strength} value set {value_set}"
     return SEVERITY[strength], "code-invalid", message
+
+
+MAX_VALUE_SET: Final = "http://hl7.org/fhir/StructureDefinition/elementdefinition-maxValueSet"
+"""https://hl7.org/fhir/R4/extension-elementdefinition-maxvalueset.html: the codes an
+extensible or preferred binding may never go beyond."""
+
+
+def max_value_set(binding: object) -> str | None:
+    """The ``maxValueSet`` extension of an ``ElementDefinition.binding``, if any."""
+    extensions = binding.get("extension") if isinstance(binding, dict) else None
+    for ext in extensions if isinstance(extensions, list) else ():
+        if isinstance(ext, dict) and ext.get("url") == MAX_VALUE_SET:
+            found = ext.get("valueCanonical") or ext.get("valueUri")
+            return found if isinstance(found, str) else None
+    return None
+
+
+def max_value_set_issue(
+    value: Any, type_code: str, value_set: str, member: Membership
+) -> tuple[Severity, str, str] | None:
+    """An error when ``value`` has no code in the maximum value set, whatever the binding
+    strength (a CodeableConcept needs one coding in it, as for any binding); information when
+    membership cannot be decided."""
+    pairs = _pairs(value, type_code) if type_code in _CODED else None
+    if not pairs:
+        return None
+    answers = [member(value_set, system, code) for system, code in pairs]
+    if True in answers:
+        return None
+    if None in answers:
+        message = f"cannot check {_describe(pairs)} against the maximum value set {value_set}"
+        return "information", "informational", message
+    kind = "coding" if type_code != "code" else "code"
+    message = f"{kind} {_describe(pairs)} is not in the maximum value set {value_set}"
+    return "error", "code-invalid", message

@@ -1,11 +1,13 @@
 """One walk of an instance against a compiled profile: https://hl7.org/fhir/R4/profiling.html.
 
-For every element the profile describes: cardinality (elements and slices), allowed types, fixed
-and pattern values, bindings, reference targets, invariants, the profiles of its type and
-must-support coverage; repeating elements are partitioned into slices (slicing.py) first.
-Locations are FHIRPath expressions (``Composition.section[2].entry[0]``), rendered only when an
-issue is reported. Results of validating one value against one profile are memoised per run, so
-a Bundle entry matched by a profile discriminator is not validated twice.
+For every element the profile describes: cardinality (elements and slices), allowed types, the
+value rules (fixed, pattern, bindings, limits: profile_values.py), reference targets,
+invariants, the profiles of its type and must-support coverage; repeating elements are
+partitioned into slices (slicing.py) first. Locations are FHIRPath expressions
+(``Composition.section[2].entry[0]``), rendered only when an issue is reported. Results of
+validating one value against one profile are memoised per run, so a Bundle entry matched by a
+profile discriminator is not validated twice; so are invariant results per expression and node,
+so profiles that share a base (the genomics Observations) do not re-run its invariants.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any, Protocol
 from healthbridge.fhir.errors import Issue, Severity
 from healthbridge.fhir.validation import slicing
 from healthbridge.fhir.validation.elements import Node, Profile
-from healthbridge.fhir.validation.fhirpath_invariants import evaluate
+from healthbridge.fhir.validation.fhirpath_invariants import Evaluations
 from healthbridge.fhir.validation.instance import Loc, render
-from healthbridge.fhir.validation.patterns import matches_fixed, matches_pattern, show
 from healthbridge.fhir.validation.profile_bindings import Membership, binding_issue
 from healthbridge.fhir.validation.profile_items import Item, collect
+from healthbridge.fhir.validation.profile_values import check_value
 from healthbridge.fhir.validation.resolution import Scope, literal_type
 
 
@@ -54,6 +56,7 @@ class Run:
         self.issues: list[Issue] = []
         self._memo: dict[tuple[int, str], list[Issue] | None] = {}
         self._where: dict[int, Loc] = {}
+        self.evaluations = Evaluations()
 
     def report(self, severity: Severity, code: str, message: str, loc: Loc) -> None:
         self.issues.append(Issue(severity, code, message, (render(loc),)))
@@ -134,9 +137,7 @@ class Run:
             ctx = self.enter(value, item.loc, ctx)
         if not self.check_type(item, node, ctx):
             return  # a value of the wrong type says nothing about the rest
-        self.fixed_pattern(item, node, ctx)
-        if node.binding is not None and not node.inherited_binding:
-            self.binding(item, node)
+        check_value(self.report, self.engine.member, item, node, ctx.profile.title)
         self.reference(item, node, ctx)
         self.invariants(item, node, ctx)
         self.type_profiles(item, node, ctx)
@@ -265,29 +266,6 @@ class Run:
         self.report("error", "invalid", message, item.loc)
         return False
 
-    def fixed_pattern(self, item: Item, node: Node, ctx: Ctx) -> None:
-        if node.fixed is not None and not matches_fixed(item.value, node.fixed[1]):
-            message = (
-                f"value {show(item.value)} does not equal the fixed value {show(node.fixed[1])} "
-                f"required by {node.id} (profile {ctx.profile.title})"
-            )
-            self.report("error", "value", message, item.loc)
-        if node.pattern is not None and not matches_pattern(item.value, node.pattern[1]):
-            message = (
-                f"value {show(item.value)} does not match the pattern {show(node.pattern[1])} "
-                f"required by {node.id} (profile {ctx.profile.title})"
-            )
-            self.report("error", "value", message, item.loc)
-
-    def binding(self, item: Item, node: Node) -> None:
-        assert node.binding is not None
-        strength, value_set = node.binding
-        type_code = item.type or (node.types[0].code if node.types else "")
-        found = binding_issue(item.value, type_code, strength, value_set, self.engine.member)
-        if found is not None:
-            severity, code, message = found
-            self.report(severity, code, f"{node.id}: {message}", item.loc)
-
     def reference(self, item: Item, node: Node, ctx: Ctx) -> None:
         urls = [t for rule in node.types if rule.code == "Reference" for t in rule.targets]
         if not urls or not isinstance(item.value, dict):
@@ -338,9 +316,8 @@ class Run:
             if isinstance(value, dict) and "resourceType" in value
             else node.base_path
         )
-        env = {"resource": ctx.resource, "rootResource": ctx.root}
         for constraint in node.constraints:
-            outcome = evaluate(constraint, value, base, env)
+            outcome = self.evaluations.outcome(constraint, value, base, ctx.resource, ctx.root)
             if outcome.passed is False:
                 message = f"{constraint.key}: {constraint.human}"
                 self.report(constraint.severity, "invariant", message, item.loc)

@@ -4,8 +4,9 @@
 against implementation-guide profiles, on top of the base validation
 (:class:`~healthbridge.fhir.validation.Validator`), which it does not repeat. What is checked, with
 which severity, is listed in ``docs/validation.md`` ("Profile validation"); in short: cardinality
-of elements and slices, fixed and pattern values, slicing, types and reference targets,
-extensions against their definitions, bindings of every strength, must-support coverage
+of elements and slices, fixed and pattern values, value limits (``minValue[x]``, ``maxValue[x]``,
+``maxLength``), slicing, types and reference targets, extensions against their definitions,
+bindings of every strength and their ``maxValueSet``, must-support coverage
 (information), FHIRPath invariants, UCUM codes, and the profiles of contained and bundled
 resources that claim them in ``meta.profile``.
 
