@@ -27,6 +27,7 @@ from healthbridge.store.memory_audit import MemoryAuditLog
 from healthbridge.store.memory_jobs import MemoryJobs
 from healthbridge.store.memory_records import MemoryRecords
 from healthbridge.store.memory_search import MemorySearch
+from healthbridge.store.memory_subscriptions import MemorySubscriptions
 from healthbridge.store.memory_terminology import MemoryTerminology
 from healthbridge.store.reindexing import ReindexBatch
 from healthbridge.store.repository import (
@@ -152,6 +153,7 @@ class MemoryRepository(AutocommitWrites):
         self.records = MemoryRecords(clock)
         self.terminology = MemoryTerminology()
         self.audit = MemoryAuditLog()
+        self.subscriptions = MemorySubscriptions(clock)
         self.reindexer = MemoryReindexer(self._state.by_type)
 
     def use_definitions(self, definitions: Definitions) -> None:

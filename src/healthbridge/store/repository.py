@@ -38,6 +38,7 @@ from healthbridge.store.audit import AuditLog
 from healthbridge.store.jobs import JobStore
 from healthbridge.store.records import RecordStore
 from healthbridge.store.reindexing import Reindexer
+from healthbridge.store.subscriptions import DeliveryQueue
 from healthbridge.store.terminology import TerminologyStore
 
 Method = Literal["create", "update", "delete"]
@@ -215,6 +216,12 @@ class Repository(Protocol):
     @property
     def audit(self) -> AuditLog:
         """The tamper-evident audit trail (:mod:`healthbridge.store.audit`)."""
+        ...
+
+    @property
+    def subscriptions(self) -> DeliveryQueue:
+        """The durable delivery queue of subscription notifications
+        (:mod:`healthbridge.store.subscriptions`)."""
         ...
 
     @property

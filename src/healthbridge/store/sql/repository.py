@@ -45,6 +45,7 @@ from healthbridge.store.sql.records import SqlRecords
 from healthbridge.store.sql.reindex import SqlReindex
 from healthbridge.store.sql.search import DEFAULT_TIMEOUT_S, SqlSearch
 from healthbridge.store.sql.statements import Statements
+from healthbridge.store.sql.subscriptions import SqlSubscriptions
 from healthbridge.store.sql.terminology import SqlTerminology
 from healthbridge.store.sql.transaction import Prepared, SqlTransaction, plan, to_stored
 from healthbridge.store.versioning import (
@@ -84,6 +85,7 @@ class SqlRepository:
         self.records = SqlRecords(engine, clock, signal)
         self.terminology = SqlTerminology(engine)
         self.audit = SqlAuditLog(engine)
+        self.subscriptions = SqlSubscriptions(engine, clock)
         self.reindexer = SqlReindex(engine, self._index)
 
     def use_definitions(self, definitions: Definitions) -> None:

@@ -311,3 +311,49 @@ term_word = Table(  # words of displays and designations (fhir.terminology.words
     Column("word", KEY_TEXT, primary_key=True),
     Column("code", KEY_TEXT, primary_key=True),
 )
+
+# --- subscription notifications (https://hl7.org/fhir/uv/subscriptions-backport/;
+# healthbridge.store.subscriptions, healthbridge.store.sql.subscriptions) ---------------------
+
+subscription_state = Table(
+    "subscription_state",
+    metadata,
+    Column("subscription_id", KEY_TEXT, primary_key=True),
+    Column("status", Text, nullable=False),  # requested | active | error | off
+    Column("events_since_start", BigInteger, nullable=False),  # the last event number given
+    Column("error", Text),
+    Column("failures", BigInteger, nullable=False),  # consecutive
+    Column("last_delivered", BigInteger, nullable=False),  # event number; 0: none
+    Column("next_attempt", BigInteger),  # when the head may be claimed; NULL: nothing pending
+    Index(None, "status", "next_attempt"),
+)
+subscription_delivery = Table(
+    "subscription_delivery",
+    metadata,
+    Column("id", _Sequence, primary_key=True, autoincrement=True),
+    Column("subscription_id", KEY_TEXT, nullable=False),
+    Column("event_number", BigInteger, nullable=False),
+    Column("outbox_seq", BigInteger, nullable=False),
+    Column("focus_type", Text, nullable=False),
+    Column("focus_id", Text, nullable=False),
+    Column("focus_version", BigInteger, nullable=False),
+    Column("extra", Text, nullable=False),  # JSON
+    Column("recorded", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),  # pending | delivered | dead
+    Column("attempts", BigInteger, nullable=False),
+    Column("due", BigInteger, nullable=False),
+    Column("owner", Text),  # the worker holding the lease
+    Column("lease_until", BigInteger),
+    Column("error", Text),
+    Column("delivered", BigInteger),
+    Index(None, "subscription_id", "event_number", unique=True),
+    Index(None, "outbox_seq", "subscription_id", unique=True),  # one event per change
+    Index(None, "subscription_id", "state", "event_number"),  # the head: lowest pending
+    sqlite_autoincrement=True,
+)
+subscription_cursor = Table(  # how far each dispatcher matched the outbox
+    "subscription_cursor",
+    metadata,
+    Column("name", KEY_TEXT, primary_key=True),
+    Column("after_seq", BigInteger, nullable=False),
+)

@@ -1,0 +1,299 @@
+"""The statements of the subscription delivery queue (:mod:`.subscriptions`), compiled once per
+dialect; the same SQL on SQLite and PostgreSQL (``FOR UPDATE SKIP LOCKED`` compiles to nothing
+on SQLite, whose writer holds the database's write lock anyway).
+
+Event numbers and delivery follow https://hl7.org/fhir/uv/subscriptions-backport/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    ScalarSelect,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
+
+from healthbridge.store.sql.compiled import Statement, compile_statement
+from healthbridge.store.sql.dialects import Dialect, upsert_insert
+from healthbridge.store.sql.tables import (
+    subscription_cursor,
+    subscription_delivery,
+    subscription_state,
+)
+
+_d = subscription_delivery.c
+_s = subscription_state.c
+_c = subscription_cursor.c
+
+DELIVERY_COLUMNS = tuple(column.name for column in subscription_delivery.columns)
+STATE_COLUMNS = tuple(column.name for column in subscription_state.columns)
+_INSERTED = tuple(name for name in DELIVERY_COLUMNS if name != "id")
+
+
+def head_attempt() -> ScalarSelect[Any]:
+    """When the lowest pending event of subscription ``:sub`` may be claimed: its due time, or
+    the end of the lease it is under; NULL when nothing is pending."""
+    return (
+        select(case((_d.lease_until > bindparam("now"), _d.lease_until), else_=_d.due))
+        .where(_d.subscription_id == bindparam("sub"), _d.state == "pending")
+        .order_by(_d.event_number)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _unleased() -> ColumnElement[bool]:
+    return or_(_d.lease_until.is_(None), _d.lease_until <= bindparam("now"))
+
+
+def _settle(dialect: Dialect, *, success: bool) -> Statement:
+    """The subscription after its head was delivered (or failed, or was given up on)."""
+    values: dict[str, Any] = {"next_attempt": head_attempt()}
+    if success:
+        values.update(failures=0, last_delivered=bindparam("number"))
+    else:
+        values.update(failures=_s.failures + 1)
+    query = update(subscription_state).where(_s.subscription_id == bindparam("sub"))
+    return compile_statement(query.values(values), dialect)
+
+
+def _finish(dialect: Dialect, **values: Any) -> Statement:
+    """Change a delivery ``:id`` leased to ``:owner`` that is still pending."""
+    owned = and_(_d.id == bindparam("id"), _d.owner == bindparam("owner"), _d.state == "pending")
+    query = update(subscription_delivery).where(owned)
+    query = query.values(owner=null(), lease_until=null(), **values)
+    return compile_statement(query.returning(_d.event_number), dialect)
+
+
+class SubscriptionStatements:
+    """The compiled statements for one dialect (IN lists compiled per length, on demand)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._enqueueing()
+        self._claiming()
+        self._finishing()
+        self._administering()
+        self._replaying()
+        self._heads: dict[int, Statement] = {}
+        self._lease: dict[int, Statement] = {}
+        self._hold: dict[int, Statement] = {}
+
+    def _enqueueing(self) -> None:
+        c = compile_statement
+        d = self.dialect
+        self.cursor = c(select(_c.after_seq).where(_c.name == bindparam("name")), d)
+        upsert = upsert_insert(d, subscription_cursor).values(
+            name=bindparam("name"), after_seq=bindparam("after_seq")
+        )
+        self.advance = c(
+            upsert.on_conflict_do_update(
+                index_elements=[_c.name],
+                set_={"after_seq": upsert.excluded.after_seq},
+                where=_c.after_seq < upsert.excluded.after_seq,
+            ),
+            d,
+        )
+        self.existing = c(
+            select(_d.outbox_seq, _d.subscription_id).where(
+                _d.outbox_seq >= bindparam("low"), _d.outbox_seq <= bindparam("high")
+            ),
+            d,
+        )
+        self.number = c(self._number(), d)
+        self.insert = c(
+            insert(subscription_delivery).values({n: bindparam(n) for n in _INSERTED}), d, many=True
+        )
+
+    def _claiming(self) -> None:
+        c = compile_statement
+        d = self.dialect
+        self.ready = c(
+            select(_s.subscription_id)
+            .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
+            .order_by(_s.next_attempt)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True),
+            d,
+        )
+        self.lock_of = c(
+            select(_s.subscription_id)
+            .where(
+                _s.subscription_id
+                == select(_d.subscription_id).where(_d.id == bindparam("id")).scalar_subquery()
+            )
+            .with_for_update(),
+            d,
+        )
+        self.lock = c(
+            select(_s.subscription_id)
+            .where(_s.subscription_id == bindparam("sub"))
+            .with_for_update(),
+            d,
+        )
+
+    def _finishing(self) -> None:
+        d = self.dialect
+        self.done = _finish(d, state="delivered", delivered=bindparam("now"))
+        self.retry = _finish(
+            d, attempts=_d.attempts + 1, due=bindparam("due"), error=bindparam("error")
+        )
+        self.dead = _finish(d, state="dead", attempts=_d.attempts + 1, error=bindparam("error"))
+        self.settle_delivered = _settle(d, success=True)
+        self.settle_failed = _settle(d, success=False)
+
+    def _administering(self) -> None:
+        c = compile_statement
+        d = self.dialect
+        self.set_status = c(self._set_status(), d)
+        self.status = c(
+            select(*subscription_state.columns).where(_s.subscription_id == bindparam("sub")), d
+        )
+        self.events = c(
+            select(*subscription_delivery.columns)
+            .where(
+                _d.subscription_id == bindparam("sub"),
+                _d.event_number >= bindparam("since"),
+                _d.event_number <= bindparam("until"),
+            )
+            .order_by(_d.event_number)
+            .limit(bindparam("limit")),
+            d,
+        )
+
+    def _replaying(self) -> None:
+        c = compile_statement
+        d = self.dialect
+        self.replay = c(
+            update(subscription_delivery)
+            .where(_d.subscription_id == bindparam("sub"), _d.event_number >= bindparam("first"))
+            .values(state="pending", due=bindparam("now"), attempts=0, error=None, delivered=None)
+            .returning(_d.id),
+            d,
+        )
+        self.leased_until = c(
+            select(func.max(_d.lease_until)).where(
+                _d.subscription_id == bindparam("sub"),
+                _d.state == "pending",
+                _d.lease_until > bindparam("now"),
+            ),
+            d,
+        )
+        self.head_attempt = c(select(head_attempt()), d)
+        self.set_next = c(
+            update(subscription_state)
+            .where(_s.subscription_id == bindparam("sub"))
+            .values(next_attempt=bindparam("next_attempt")),
+            d,
+        )
+        purgeable = (
+            select(_d.id)
+            .where(_d.state == "delivered", _d.delivered < bindparam("before"))
+            .with_for_update(skip_locked=True)
+        )
+        self.purge = c(
+            delete(subscription_delivery).where(_d.id.in_(purgeable)).returning(_d.id), d
+        )
+
+    def _number(self) -> Any:
+        """Take ``:count`` event numbers of subscription ``:sub`` (creating it ``requested``);
+        returns the last one. A subscription with nothing pending becomes due at ``:now``."""
+        upsert = upsert_insert(self.dialect, subscription_state).values(
+            subscription_id=bindparam("sub"),
+            status=literal("requested"),
+            events_since_start=bindparam("count"),
+            error=None,
+            failures=literal(0),
+            last_delivered=literal(0),
+            next_attempt=bindparam("now"),
+        )
+        change = {
+            "events_since_start": _s.events_since_start + upsert.excluded.events_since_start,
+            "next_attempt": func.coalesce(_s.next_attempt, upsert.excluded.next_attempt),
+        }
+        return upsert.on_conflict_do_update(
+            index_elements=[_s.subscription_id], set_=change
+        ).returning(_s.events_since_start)
+
+    def _set_status(self) -> Any:
+        upsert = upsert_insert(self.dialect, subscription_state).values(
+            subscription_id=bindparam("sub"),
+            status=bindparam("status"),
+            events_since_start=literal(0),
+            error=bindparam("error"),
+            failures=literal(0),
+            last_delivered=literal(0),
+            next_attempt=None,
+        )
+        failures = case((upsert.excluded.status == "active", 0), else_=_s.failures)
+        change: dict[str, Any] = {
+            "status": upsert.excluded.status,
+            "error": upsert.excluded.error,
+            "failures": failures,
+        }
+        return upsert.on_conflict_do_update(
+            index_elements=[_s.subscription_id], set_=change
+        ).returning(*subscription_state.columns)
+
+    def heads(self, count: int) -> Statement:
+        """The claimable lowest pending delivery of each of subscriptions ``:sub0``..."""
+        statement = self._heads.get(count)
+        if statement is None:
+            query = self._heads_query(count)
+            statement = self._heads[count] = compile_statement(query, self.dialect)
+        return statement
+
+    def _heads_query(self, count: int) -> Any:
+        """Each subscription's head found by one descent of the (subscription_id, state,
+        event_number) index: a correlated ``min`` made PostgreSQL test every pending event of a
+        subscription with a backlog (10,000 pending: 68 deliveries/s)."""
+        head = (
+            select(_d.id)
+            .where(_d.subscription_id == _s.subscription_id, _d.state == "pending")
+            .order_by(_d.event_number)
+            .limit(1)
+            .correlate(subscription_state)
+            .scalar_subquery()
+        )
+        subs: list[BindParameter[Any]] = [bindparam(f"sub{i}") for i in range(count)]
+        heads = select(head).where(_s.subscription_id.in_(subs))
+        return select(*subscription_delivery.columns).where(
+            _d.id.in_(heads), _d.due <= bindparam("now"), _unleased()
+        )
+
+    def lease(self, count: int) -> Statement:
+        """Lease deliveries ``:id0``... to ``:owner`` until ``:until``."""
+        statement = self._lease.get(count)
+        if statement is None:
+            query = (
+                update(subscription_delivery)
+                .where(_d.id.in_([bindparam(f"id{i}") for i in range(count)]))
+                .values(owner=bindparam("owner"), lease_until=bindparam("until"))
+            )
+            statement = self._lease[count] = compile_statement(query, self.dialect)
+        return statement
+
+    def hold(self, count: int) -> Statement:
+        """Subscriptions ``:sub0``... are busy until ``:until``."""
+        statement = self._hold.get(count)
+        if statement is None:
+            query = (
+                update(subscription_state)
+                .where(_s.subscription_id.in_([bindparam(f"sub{i}") for i in range(count)]))
+                .values(next_attempt=bindparam("until"))
+            )
+            statement = self._hold[count] = compile_statement(query, self.dialect)
+        return statement

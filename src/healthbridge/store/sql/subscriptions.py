@@ -1,0 +1,321 @@
+"""The SQL :class:`~healthbridge.store.subscriptions.DeliveryQueue`: the ``subscription_state``,
+``subscription_delivery`` and ``subscription_cursor`` tables (:mod:`.tables`).
+
+Event numbers of the Subscriptions Backport IG (https://hl7.org/fhir/uv/subscriptions-backport/).
+Every change is one transaction (``Engine.write_all``: a change of a group commit on SQLite, a
+unit of work on PostgreSQL), and each locks what it changes in one order (subscription rows
+before delivery rows; the dispatcher's cursor first when enqueueing, subscriptions sorted by id)
+so PostgreSQL transactions do not deadlock:
+
+* ``subscription_state.next_attempt`` is when the subscription's head (its lowest pending
+  event) may be claimed: the head's due time, or the end of the lease it is under. Claiming
+  reads the subscriptions due by that index, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite's
+  single writer serialises claimers, in this process and others), leases their heads and moves
+  ``next_attempt`` to the lease's end: no two claimers get one subscription, so at most one
+  event of a subscription is in flight and events go out in number order.
+* Enqueueing upserts the dispatcher's cursor first (a row lock that serialises runs of one
+  dispatcher), skips events already recorded for the same (outbox seq, subscription), and takes
+  each subscription's numbers with one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from healthbridge.store.instants import Clock, from_micros, to_micros
+from healthbridge.store.sql.compiled import Statement
+from healthbridge.store.sql.engine import Engine, Row, Session
+from healthbridge.store.sql.subscription_statements import (
+    DELIVERY_COLUMNS,
+    STATE_COLUMNS,
+    SubscriptionStatements,
+)
+from healthbridge.store.subscriptions import (
+    LAST_EVENT,
+    Batch,
+    Delivery,
+    NewEvent,
+    SubscriptionEvent,
+    SubscriptionState,
+    SubscriptionStatus,
+)
+
+assert DELIVERY_COLUMNS[:2] == ("id", "subscription_id") and len(STATE_COLUMNS) == 7
+
+
+def _instant(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
+
+
+def _delivery(row: Row) -> Delivery:
+    (id, sub, number, seq, ftype, fid, fversion, extra, recorded) = row[:9]
+    (state, attempts, due, owner, lease_until, error, delivered) = row[9:]
+    event = SubscriptionEvent(
+        sub, number, seq, ftype, fid, fversion, json.loads(extra), from_micros(recorded)
+    )
+    return Delivery(
+        id,
+        event,
+        state,
+        attempts,
+        from_micros(due),
+        owner,
+        _instant(lease_until),
+        error,
+        _instant(delivered),
+    )
+
+
+def _state(row: Row) -> SubscriptionState:
+    sub, status, events, error, failures, last_delivered, next_attempt = row
+    return SubscriptionState(
+        sub, status, events, error, failures, last_delivered, _instant(next_attempt)
+    )
+
+
+def _rows(items: Sequence[NewEvent], now: int) -> list[dict[str, Any]]:
+    """The rows to insert, in the order given (event numbers still to fill in)."""
+    return [
+        {
+            "subscription_id": item.subscription_id,
+            "outbox_seq": item.outbox_seq,
+            "focus_type": item.focus_type,
+            "focus_id": item.focus_id,
+            "focus_version": item.focus_version,
+            "extra": json.dumps(item.extra, sort_keys=True, separators=(",", ":")),
+            "recorded": now,
+            "state": "pending",
+            "attempts": 0,
+            "due": now,
+            "owner": None,
+            "lease_until": None,
+            "error": None,
+            "delivered": None,
+        }
+        for item in items
+    ]
+
+
+def _unseen(items: Sequence[NewEvent], seen: set[tuple[int, str]]) -> list[NewEvent]:
+    """``items`` less those recorded before or earlier in the batch."""
+    fresh = []
+    for item in items:
+        key = (item.outbox_seq, item.subscription_id)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(item)
+    return fresh
+
+
+def _event(row: dict[str, Any]) -> SubscriptionEvent:
+    return SubscriptionEvent(
+        row["subscription_id"],
+        row["event_number"],
+        row["outbox_seq"],
+        row["focus_type"],
+        row["focus_id"],
+        row["focus_version"],
+        json.loads(row["extra"]),
+        from_micros(row["recorded"]),
+    )
+
+
+class SqlSubscriptions:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._sql = SubscriptionStatements(engine.dialect)
+
+    def _now(self) -> int:
+        return to_micros(self._clock())
+
+    async def enqueue(self, batch: Batch) -> list[SubscriptionEvent]:
+        now = self._now()
+        sql = self._sql
+        seqs = [item.outbox_seq for item in batch.events]
+
+        async def work(session: Session) -> list[dict[str, Any]]:
+            advance = sql.advance.bind(name=batch.dispatcher, after_seq=batch.after_seq)
+            await session.execute([(sql.advance, advance)])
+            if not seqs:
+                return []
+            args = sql.existing.bind(low=min(seqs), high=max(seqs))
+            seen = {(row[0], row[1]) for row in await session.fetch_all(sql.existing, args)}
+            rows = _rows(_unseen(batch.events, seen), now)
+            by_sub: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_sub.setdefault(row["subscription_id"], []).append(row)
+            for sub in sorted(by_sub):
+                await self._number(session, sub, by_sub[sub], now)
+            if rows:
+                values = [sql.insert.bind(**row) for row in rows]
+                await session.execute([(sql.insert, values)])
+            return rows
+
+        return [_event(row) for row in await self._engine.write_all(work)]
+
+    async def _number(
+        self, session: Session, sub: str, rows: list[dict[str, Any]], now: int
+    ) -> None:
+        statement = self._sql.number
+        args = statement.bind(sub=sub, count=len(rows), now=now)
+        last = await session.fetch_one(statement, args)
+        assert last is not None
+        first = int(last[0]) - len(rows) + 1
+        for offset, row in enumerate(rows):
+            row["event_number"] = first + offset
+
+    async def dispatcher_cursor(self, name: str) -> int:
+        row = await self._engine.fetch_one(self._sql.cursor, self._sql.cursor.bind(name=name))
+        return 0 if row is None else int(row[0])
+
+    async def claim(self, now: datetime, limit: int, lease_s: float, owner: str) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        at = to_micros(now)
+        until = to_micros(now + timedelta(seconds=lease_s))
+        sql = self._sql
+
+        async def work(session: Session) -> list[Row]:
+            ready = await session.fetch_all(sql.ready, sql.ready.bind(now=at, limit=limit))
+            if not ready:
+                return []
+            subs = {f"sub{i}": row[0] for i, row in enumerate(ready)}
+            heads_of = sql.heads(len(subs))
+            heads = await session.fetch_all(heads_of, heads_of.bind(now=at, **subs))
+            if not heads:
+                return []
+            ids = {f"id{i}": row[0] for i, row in enumerate(heads)}
+            held = {f"sub{i}": row[1] for i, row in enumerate(heads)}
+            lease, hold = sql.lease(len(ids)), sql.hold(len(held))
+            await session.execute(
+                [
+                    (lease, lease.bind(owner=owner, until=until, **ids)),
+                    (hold, hold.bind(until=until, **held)),
+                ]
+            )
+            return heads
+
+        rows = await self._engine.write_all(work)
+        claimed = [_delivery(row) for row in rows]
+        lease_end = from_micros(until)
+        leased = [_leased(d, owner, lease_end) for d in claimed]
+        return sorted(leased, key=lambda d: (d.due, d.id))
+
+    async def _finish(
+        self, id: int, owner: str, change: Statement, settle: Statement, **values: Any
+    ) -> bool:
+        """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters."""
+        sql = self._sql
+        now = self._now()
+
+        async def work(session: Session) -> bool:
+            locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
+            if locked is None:
+                return False
+            args = change.bind(id=id, owner=owner, now=now, **values)
+            row = await session.fetch_one(change, args)
+            if row is None:
+                return False
+            settled = settle.bind(sub=locked[0], number=row[0], now=now)
+            await session.execute([(settle, settled)])
+            return True
+
+        return await self._engine.write_all(work)
+
+    async def delivered(self, id: int, owner: str) -> bool:
+        return await self._finish(id, owner, self._sql.done, self._sql.settle_delivered)
+
+    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
+        sql = self._sql
+        due = to_micros(retry_at)
+        return await self._finish(id, owner, sql.retry, sql.settle_failed, error=error, due=due)
+
+    async def dead_letter(self, id: int, owner: str, error: str) -> bool:
+        sql = self._sql
+        return await self._finish(id, owner, sql.dead, sql.settle_failed, error=error)
+
+    async def set_status(
+        self, subscription_id: str, status: SubscriptionStatus, error: str | None = None
+    ) -> SubscriptionState:
+        statement = self._sql.set_status
+        args = statement.bind(sub=subscription_id, status=status, error=error)
+
+        async def work(session: Session) -> Row | None:
+            return await session.fetch_one(statement, args)
+
+        row = await self._engine.write_all(work)
+        assert row is not None
+        return _state(row)
+
+    async def status(self, subscription_id: str) -> SubscriptionState | None:
+        statement = self._sql.status
+        row = await self._engine.fetch_one(statement, statement.bind(sub=subscription_id))
+        return None if row is None else _state(row)
+
+    async def events(
+        self, subscription_id: str, since: int = 1, until: int = LAST_EVENT, limit: int = 100
+    ) -> list[Delivery]:
+        statement = self._sql.events
+        args = statement.bind(sub=subscription_id, since=since, until=until, limit=max(limit, 0))
+        return [_delivery(row) for row in await self._engine.fetch_all(statement, args)]
+
+    async def redeliver(self, subscription_id: str, from_event: int) -> int:
+        sql = self._sql
+        now = self._now()
+        sub = subscription_id
+
+        async def work(session: Session) -> int:
+            if await session.fetch_one(sql.lock, sql.lock.bind(sub=sub)) is None:
+                return 0
+            replay = sql.replay.bind(sub=sub, first=from_event, now=now)
+            again = await session.fetch_all(sql.replay, replay)
+            head = await session.fetch_one(
+                sql.head_attempt, sql.head_attempt.bind(sub=sub, now=now)
+            )
+            lease = await session.fetch_one(
+                sql.leased_until, sql.leased_until.bind(sub=sub, now=now)
+            )
+            next_attempt = _later(head, lease)
+            await session.execute(
+                [(sql.set_next, sql.set_next.bind(sub=sub, next_attempt=next_attempt))]
+            )
+            return len(again)
+
+        return await self._engine.write_all(work)
+
+    async def purge_delivered(self, older_than: datetime) -> int:
+        statement = self._sql.purge
+        args = statement.bind(before=to_micros(older_than))
+
+        async def work(session: Session) -> int:
+            return len(await session.fetch_all(statement, args))
+
+        return await self._engine.write_all(work)
+
+
+def _leased(delivery: Delivery, owner: str, until: datetime) -> Delivery:
+    return Delivery(
+        delivery.id,
+        delivery.event,
+        delivery.state,
+        delivery.attempts,
+        delivery.due,
+        owner,
+        until,
+        delivery.error,
+        delivery.delivered,
+    )
+
+
+def _later(head: Row | None, lease: Row | None) -> int | None:
+    """When the head may go after a replay: not before a delivery still leased (at most one in
+    flight per subscription) ends its lease; None when nothing is pending."""
+    head_at = None if head is None else head[0]
+    lease_at = None if lease is None else lease[0]
+    if head_at is None or lease_at is None:
+        return head_at
+    return max(int(head_at), int(lease_at))

@@ -1,0 +1,367 @@
+"""Delivery queue contract (healthbridge.store.subscriptions): memory, SQLite and PostgreSQL.
+
+Subscriptions Backport IG (https://hl7.org/fhir/uv/subscriptions-backport/): each event of a
+subscription gets the next ``eventsSinceSubscriptionStart`` number, starting at 1, and a client
+reads past events by number (``$events``). Delivery is at-least-once and in number order per
+subscription; SECURITY.md: bounded retries with backoff, failing endpoints switched to ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from healthbridge.fhir.errors import InvalidRequest
+from healthbridge.store.repository import Repository
+from healthbridge.store.sql import open_repository
+from healthbridge.store.subscriptions import Batch, NewEvent
+from tests.support.clock import FakeClock
+
+D = "dispatcher"
+
+
+def event(sub: str, seq: int, focus_id: str = "p1", **extra: object) -> NewEvent:
+    return NewEvent(sub, seq, "Patient", focus_id, 1, dict(extra))
+
+
+async def activate(repo: Repository, *subs: str) -> None:
+    for sub in subs:
+        await repo.subscriptions.set_status(sub, "active")
+
+
+async def test_events_are_numbered_per_subscription_from_one(repo: Repository) -> None:
+    queue = repo.subscriptions
+    assert await queue.dispatcher_cursor(D) == 0
+    batch = Batch(D, 7, [event("a", 3), event("b", 3), event("a", 5, "p2", n=1), event("a", 7)])
+    recorded = await queue.enqueue(batch)
+    assert [(e.subscription_id, e.number, e.outbox_seq) for e in recorded] == [
+        ("a", 1, 3),
+        ("b", 1, 3),
+        ("a", 2, 5),
+        ("a", 3, 7),
+    ]
+    assert recorded[2].focus_id == "p2" and recorded[2].extra == {"n": 1}
+    assert await queue.dispatcher_cursor(D) == 7
+    more = await queue.enqueue(Batch(D, 9, [event("b", 9)]))
+    assert [e.number for e in more] == [2]
+    state = await queue.status("a")
+    assert state is not None
+    assert (state.status, state.events_since_start, state.failures, state.last_delivered) == (
+        "requested",
+        3,
+        0,
+        0,
+    )
+    assert await queue.status("unknown") is None
+    listed = await queue.events("a")
+    assert [(d.event.number, d.state, d.attempts) for d in listed] == [
+        (1, "pending", 0),
+        (2, "pending", 0),
+        (3, "pending", 0),
+    ]
+
+
+async def test_rerunning_a_batch_records_nothing_twice(repo: Repository) -> None:
+    """A dispatcher that crashed after enqueueing and re-runs from an older cursor."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 5, [event("a", 4), event("a", 5)]))
+    again = await queue.enqueue(Batch(D, 3, [event("a", 4), event("a", 5), event("a", 6)]))
+    assert [(e.number, e.outbox_seq) for e in again] == [(3, 6)]
+    assert await queue.dispatcher_cursor(D) == 5  # never moves back
+    duplicate_in_batch = await queue.enqueue(Batch(D, 8, [event("b", 8), event("b", 8)]))
+    assert len(duplicate_in_batch) == 1
+    assert [d.event.number for d in await queue.events("a")] == [1, 2, 3]
+    assert await queue.enqueue(Batch(D, 12, [])) == []  # nothing matched: the cursor moves
+    assert await queue.dispatcher_cursor(D) == 12
+    assert await queue.dispatcher_cursor("other") == 0
+
+
+async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 3, [event("a", 1), event("a", 2), event("b", 2), event("c", 3)]))
+    await activate(repo, "a", "b")  # c stays requested: nothing of it is delivered
+    claimed = await queue.claim(clock.now, 10, 30, "w1")
+    assert sorted((d.event.subscription_id, d.event.number) for d in claimed) == [
+        ("a", 1),
+        ("b", 1),
+    ]
+    assert all(
+        d.owner == "w1" and d.lease_until == clock.now + timedelta(seconds=30) for d in claimed
+    )
+    assert await queue.claim(clock.now, 10, 30, "w2") == []  # a's event 2 waits for event 1
+    a1 = next(d for d in claimed if d.event.subscription_id == "a")
+    assert not await queue.delivered(a1.id, "w2")  # not its lease
+    assert await queue.delivered(a1.id, "w1")
+    assert not await queue.delivered(a1.id, "w1")  # done already
+    nxt = await queue.claim(clock.now, 10, 30, "w2")
+    assert [(d.event.subscription_id, d.event.number) for d in nxt] == [("a", 2)]
+    state = await queue.status("a")
+    assert state is not None and state.last_delivered == 1
+    done = (await queue.events("a", 1, 1))[0]
+    assert done.state == "delivered" and done.delivered == clock.now and done.owner is None
+
+
+async def test_claim_limit(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    subs = [f"s{i}" for i in range(5)]
+    await queue.enqueue(Batch(D, 1, [event(s, 1) for s in subs]))
+    await activate(repo, *subs)
+    first = await queue.claim(clock.now, 2, 30, "w")
+    rest = await queue.claim(clock.now, 10, 30, "w")
+    assert len(first) == 2 and len(rest) == 3
+    assert {d.event.subscription_id for d in first + rest} == set(subs)
+    assert await queue.claim(clock.now, 0, 30, "w") == []
+
+
+async def test_failures_back_off_and_keep_order(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 2, [event("a", 1), event("a", 2)]))
+    await activate(repo, "a")
+    (first,) = await queue.claim(clock.now, 10, 30, "w")
+    retry_at = clock.now + timedelta(seconds=10)
+    assert not await queue.failed(first.id, "other", "HTTP 500", retry_at)
+    assert await queue.failed(first.id, "w", "HTTP 500", retry_at)
+    state = await queue.status("a")
+    assert state is not None and state.failures == 1 and state.next_attempt == retry_at
+    clock.advance(seconds=9)
+    assert await queue.claim(clock.now, 10, 30, "w") == []  # neither event 1 nor event 2
+    clock.advance(seconds=1)
+    (again,) = await queue.claim(clock.now, 10, 30, "w")
+    assert (again.id, again.attempts, again.error) == (first.id, 1, "HTTP 500")
+    assert await queue.failed(again.id, "w", "timeout", clock.now)
+    (third,) = await queue.claim(clock.now, 10, 30, "w")
+    assert third.attempts == 2
+    assert await queue.delivered(third.id, "w")
+    state = await queue.status("a")
+    assert state is not None and state.failures == 0 and state.last_delivered == 1
+
+
+async def test_dead_letter_lets_the_next_event_go(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 2, [event("a", 1), event("a", 2)]))
+    await activate(repo, "a")
+    (first,) = await queue.claim(clock.now, 10, 30, "w")
+    assert not await queue.dead_letter(first.id, "other", "gone")
+    assert await queue.dead_letter(first.id, "w", "HTTP 410")
+    (second,) = await queue.claim(clock.now, 10, 30, "w")
+    assert second.event.number == 2
+    dead = (await queue.events("a", 1, 1))[0]
+    assert (dead.state, dead.attempts, dead.error, dead.owner) == ("dead", 1, "HTTP 410", None)
+    state = await queue.status("a")
+    assert state is not None and state.failures == 1
+
+
+async def test_expired_lease_is_claimed_again(repo: Repository, clock: FakeClock) -> None:
+    """At-least-once: the delivery of a worker that died goes to another one."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 1, [event("a", 1)]))
+    await activate(repo, "a")
+    (lost,) = await queue.claim(clock.now, 10, 5, "dead-worker")
+    clock.advance(seconds=4)
+    assert await queue.claim(clock.now, 10, 5, "w2") == []
+    clock.advance(seconds=1)
+    (taken,) = await queue.claim(clock.now, 10, 5, "w2")
+    assert taken.id == lost.id and taken.owner == "w2"
+    assert not await queue.delivered(lost.id, "dead-worker")  # it came back too late
+    assert await queue.delivered(taken.id, "w2")
+
+
+async def test_status_controls_delivery(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    created = await queue.set_status("a", "requested")
+    assert (created.events_since_start, created.next_attempt) == (0, None)
+    await queue.enqueue(Batch(D, 2, [event("a", 1), event("a", 2)]))
+    await activate(repo, "a")
+    (first,) = await queue.claim(clock.now, 10, 30, "w")
+    await queue.failed(first.id, "w", "refused", clock.now)
+    errored = await queue.set_status("a", "error", "endpoint keeps refusing")
+    assert (errored.status, errored.error, errored.failures) == (
+        "error",
+        "endpoint keeps refusing",
+        1,
+    )
+    assert await queue.claim(clock.now, 10, 30, "w") == []
+    await queue.set_status("a", "off")
+    assert await queue.claim(clock.now, 10, 30, "w") == []
+    active = await queue.set_status("a", "active")
+    assert (active.error, active.failures, active.events_since_start) == (None, 0, 2)
+    (again,) = await queue.claim(clock.now, 10, 30, "w")
+    assert again.id == first.id
+
+
+async def test_events_by_number(repo: Repository) -> None:
+    """IG $events: eventsSinceNumber and eventsUntilNumber, inclusive."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 9, [event("a", seq, f"p{seq}") for seq in range(1, 10)]))
+    await queue.enqueue(Batch(D, 9, [event("b", 1)]))
+    assert [d.event.number for d in await queue.events("a", 3, 5)] == [3, 4, 5]
+    assert [d.event.focus_id for d in await queue.events("a", 8)] == ["p8", "p9"]
+    assert [d.event.number for d in await queue.events("a", limit=2)] == [1, 2]
+    assert await queue.events("a", 10) == []
+    assert await queue.events("nobody") == []
+
+
+async def test_redeliver_replays_in_order(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 4, [event("a", seq) for seq in range(1, 5)]))
+    await activate(repo, "a")
+    for _ in range(3):  # 1 and 3 delivered, 2 dead-lettered
+        (d,) = await queue.claim(clock.now, 10, 30, "w")
+        if d.event.number == 2:
+            await queue.dead_letter(d.id, "w", "HTTP 400")
+        else:
+            await queue.delivered(d.id, "w")
+    assert await queue.redeliver("a", 2) == 3
+    assert await queue.redeliver("nobody", 1) == 0
+    replayed = await queue.events("a", 2)
+    assert [(d.event.number, d.state, d.attempts, d.error) for d in replayed] == [
+        (2, "pending", 0, None),
+        (3, "pending", 0, None),
+        (4, "pending", 0, None),
+    ]
+    order = []
+    while claimed := await queue.claim(clock.now, 10, 30, "w"):
+        (d,) = claimed
+        order.append(d.event.number)
+        await queue.delivered(d.id, "w")
+    assert order == [2, 3, 4]
+
+
+async def test_redeliver_waits_for_the_event_in_flight(repo: Repository, clock: FakeClock) -> None:
+    """At most one event of a subscription in flight, also when a replay starts meanwhile."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 2, [event("a", 1), event("a", 2)]))
+    await activate(repo, "a")
+    (first,) = await queue.claim(clock.now, 10, 30, "w")
+    assert await queue.delivered(first.id, "w")
+    (second,) = await queue.claim(clock.now, 10, 30, "w")
+    assert await queue.redeliver("a", 1) == 2
+    assert await queue.claim(clock.now, 10, 30, "w2") == []  # event 2 is still in flight
+    assert await queue.delivered(second.id, "w")
+    (replay,) = await queue.claim(clock.now, 10, 30, "w2")
+    assert replay.event.number == 1
+    # Event 2 was delivered after the replay was asked for: it is not sent again.
+    assert await queue.delivered(replay.id, "w2")
+    assert await queue.claim(clock.now, 10, 30, "w2") == []
+
+
+async def test_purge_delivered(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 3, [event("a", 1), event("a", 2), event("a", 3)]))
+    await activate(repo, "a")
+    (one,) = await queue.claim(clock.now, 10, 30, "w")
+    await queue.delivered(one.id, "w")
+    clock.advance(seconds=10)
+    (two,) = await queue.claim(clock.now, 10, 30, "w")
+    await queue.dead_letter(two.id, "w", "HTTP 400")
+    assert await queue.purge_delivered(clock.now) == 1
+    assert await queue.purge_delivered(clock.now) == 0
+    assert [(d.event.number, d.state) for d in await queue.events("a")] == [
+        (2, "dead"),
+        (3, "pending"),
+    ]
+    state = await queue.status("a")
+    assert state is not None and state.events_since_start == 3
+
+
+async def test_extra_round_trips(repo: Repository) -> None:
+    queue = repo.subscriptions
+    extra = {"topic": "http://example.org/t", "names": ["Zoë 🩺"], "n": 12345678901234}
+    (recorded,) = await queue.enqueue(Batch(D, 1, [NewEvent("a", 1, "Observation", "o", 7, extra)]))
+    assert (recorded.focus_type, recorded.focus_version, recorded.extra) == (
+        "Observation",
+        7,
+        extra,
+    )
+    (listed,) = await queue.events("a")
+    assert listed.event == recorded
+
+
+async def test_parallel_claims_share_nothing(repo: Repository, clock: FakeClock) -> None:
+    queue = repo.subscriptions
+    subs = [f"s{i}" for i in range(30)]
+    await queue.enqueue(Batch(D, 2, [event(s, seq) for seq in (1, 2) for s in subs]))
+    await activate(repo, *subs)
+    results = await asyncio.gather(*(queue.claim(clock.now, 4, 30, f"w{i}") for i in range(10)))
+    claimed = [d for batch in results for d in batch]
+    assert len(claimed) == 30
+    assert sorted(d.event.subscription_id for d in claimed) == sorted(subs)
+    assert {d.event.number for d in claimed} == {1}
+
+
+# --- several server processes on one database (each repository its own connections) ----------
+
+
+@asynccontextmanager
+async def repositories(url: str, count: int) -> AsyncIterator[list[Repository]]:
+    opened = [await open_repository(url) for _ in range(count)]
+    try:
+        yield opened
+    finally:
+        for repository in opened:
+            await repository.close()
+
+
+async def test_enqueue_fails_whole(sql_url: str) -> None:
+    """A batch that cannot be stored leaves the cursor, the numbers and the events as they
+    were: the dispatcher matches the same outbox rows again."""
+    async with repositories(sql_url, 1) as (repo,):
+        queue = repo.subscriptions
+        await queue.enqueue(Batch(D, 1, [event("a", 1)]))
+        too_big = NewEvent("b", 3, "Patient", "p", 2**64)  # fails in the last statement
+        with pytest.raises((OverflowError, InvalidRequest)):
+            await queue.enqueue(Batch(D, 3, [event("a", 2), too_big]))
+        assert await queue.dispatcher_cursor(D) == 1
+        assert [d.event.number for d in await queue.events("a")] == [1]
+        state = await queue.status("a")
+        assert state is not None and state.events_since_start == 1
+        assert await queue.status("b") is None
+
+
+async def test_concurrent_dispatchers_record_a_batch_once(sql_url: str) -> None:
+    async with repositories(sql_url, 4) as repos:
+        batch = Batch(D, 50, [event(f"s{seq % 5}", seq) for seq in range(1, 51)])
+        results = await asyncio.gather(*(r.subscriptions.enqueue(batch) for r in repos))
+        assert sum(len(r) for r in results) == 50
+        queue = repos[0].subscriptions
+        for sub in (f"s{i}" for i in range(5)):
+            numbers = [d.event.number for d in await queue.events(sub)]
+            assert numbers == list(range(1, 11))
+
+
+async def test_concurrent_workers_deliver_each_event_once_in_order(sql_url: str) -> None:
+    """Four processes claim and deliver: no delivery handed out twice, never two events of one
+    subscription in flight, each subscription's events delivered in number order."""
+    subs = [f"s{i}" for i in range(12)]
+    in_flight: set[str] = set()
+    delivered: dict[str, list[int]] = {sub: [] for sub in subs}
+
+    async def work(repo: Repository, name: str) -> None:
+        idle = 0
+        while idle < 20:
+            claimed = await repo.subscriptions.claim(datetime.now(UTC), 3, 60, name)
+            idle = idle + 1 if not claimed else 0
+            for d in claimed:
+                sub = d.event.subscription_id
+                assert sub not in in_flight
+                in_flight.add(sub)
+            await asyncio.sleep(0)
+            for d in claimed:
+                delivered[d.event.subscription_id].append(d.event.number)
+                in_flight.discard(d.event.subscription_id)
+                assert await repo.subscriptions.delivered(d.id, name)
+            if not claimed:
+                await asyncio.sleep(0.005)
+
+    async with repositories(sql_url, 4) as repos:
+        queue = repos[0].subscriptions
+        for sub in subs:
+            await queue.set_status(sub, "active")
+        events = [event(sub, seq) for seq in range(1, 9) for sub in subs]
+        await queue.enqueue(Batch(D, 8, events))
+        await asyncio.gather(*(work(r, f"worker{i}") for i, r in enumerate(repos)))
+    assert delivered == {sub: list(range(1, 9)) for sub in subs}
