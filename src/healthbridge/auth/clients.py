@@ -207,6 +207,12 @@ def _check_jwks(jwks: dict[str, Any]) -> None:
         raise ClientError(f"jwks is not a usable key set ({exc})") from None
 
 
+def new_client_id() -> str:
+    """A generated client id: random hex, so it always meets :data:`CLIENT_ID` (a URL-safe
+    token starts with ``-`` or ``_`` one time in 32, which the id rules refuse)."""
+    return state.new_id()
+
+
 def check_client(client: Client) -> None:
     """ClientError when the metadata is inconsistent or unsafe."""
     if not CLIENT_ID.fullmatch(client.client_id):
@@ -269,7 +275,7 @@ class ClientStore:
         """Store a new client; a generated id when ``client_id`` is empty. Returns the client
         and its secret (shown once; only its digest is kept) for secret-based methods."""
         if not client.client_id:
-            client = replace(client, client_id=state.new_secret(12))
+            client = replace(client, client_id=new_client_id())
         secret = None
         if client.auth_method in ("client_secret_basic", "client_secret_post"):
             secret = state.new_secret(32)
