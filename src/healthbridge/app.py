@@ -49,12 +49,14 @@ from healthbridge.rest.routes import Router
 from healthbridge.rest.service import FhirService
 from healthbridge.rest.terminology import operations as terminology
 from healthbridge.rest.terminology.capabilities import TerminologyCapabilities
+from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
 from healthbridge.security.context import Authenticator
 from healthbridge.security.ratelimit import RateLimitConfig, RateLimiter
 from healthbridge.security.ratelimit_middleware import RateLimitMiddleware, parse_networks
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
+from healthbridge.subscriptions.feature import SubscriptionsFeature
 
 RepositoryFactory = Callable[[], Awaitable[Repository]]
 _log = get_logger("healthbridge.app")
@@ -89,11 +91,13 @@ def _fhir_router(
     recorder: AuditRecorder | None = None,
     security: dict[str, Any] | None = None,
     profiles: ProfileRules | None = None,
+    subscriptions: SubscriptionsFeature | None = None,
 ) -> Router:
     """The FHIR API. ``authenticator`` None serves every request unrestricted (``--no-auth``);
     otherwise each request runs over its access-controlled repository (security/access.py).
     ``security`` is the CapabilityStatement's ``rest.security`` (the SMART endpoints);
-    ``profiles`` validates writes against profiles (rest/profiles)."""
+    ``profiles`` validates writes against profiles (rest/profiles); ``subscriptions`` adds its
+    Subscription write checks (rest/write_hooks.py), operations and topics."""
     definitions = registry.core
     validator = Validator(definitions, max_string_length=settings.max_string_chars)
     limits = HttpLimits(
@@ -111,7 +115,8 @@ def _fhir_router(
         ),
     )
     registry.on_search_change(lambda current: setattr(search, "definitions", current))
-    service = FhirService(repository, definitions, validator, search, profiles)
+    hooks = _write_hooks(*([subscriptions] if subscriptions is not None else []))
+    service = FhirService(repository, definitions, validator, search, profiles, hooks)
     terminology_service = terminology.TerminologyService(repository, search)
     ctx = RestContext(
         service=service,
@@ -126,6 +131,8 @@ def _fhir_router(
     operations = _operations(runner)
     for operation in terminology.operations(terminology_service):
         operations.register(operation)
+    for operation in subscriptions.operations() if subscriptions is not None else ():
+        operations.register(operation)
     terminology_capabilities = TerminologyCapabilities(terminology_service, __version__)
     capabilities = Capabilities(
         ctx,
@@ -133,10 +140,13 @@ def _fhir_router(
         security,
         terminology_capabilities.handle,
         profiles.supported if profiles is not None else None,
+        subscriptions.capability_extensions if subscriptions is not None else None,
     )
     registry.on_search_change(lambda _: capabilities.refresh())
     if profiles is not None:
         profiles.catalog.on_change(capabilities.refresh)
+    if subscriptions is not None:
+        subscriptions.catalog.on_change(capabilities.refresh)
     policy = AccessPolicy(search)
     return Router(
         ctx,
@@ -169,6 +179,14 @@ async def _start_profiles(
     rules = ProfileRules(catalog, settings.required_profiles)
     rules.verify()
     return rules
+
+
+def _write_hooks(*features: SubscriptionsFeature) -> WriteHooks:
+    """The features' checks of writes (rest/write_hooks.py), in the order given."""
+    hooks = WriteHooks()
+    for feature in features:
+        feature.register(hooks)
+    return hooks
 
 
 SMART_CONFIGURATION = PREFIX + ".well-known/smart-configuration"
@@ -280,11 +298,15 @@ def create_app(
             recorder=recorder,
             security=capability_security(auth.config) if auth is not None else None,
             profiles=(profiles := await _start_profiles(settings, repository, registry.core)),
+            subscriptions=(
+                subscriptions := SubscriptionsFeature(settings, repository, registry.core, recorder)
+            ),
         )
         background = [
             asyncio.create_task(_keep_fresh(registry, repository, refresh), name="registry"),
             asyncio.create_task(runner.resume(), name="reindex-resume"),
             asyncio.create_task(profiles.catalog.keep_fresh(refresh), name="profiles"),
+            *subscriptions.start(),
         ]
         gc.freeze()  # the R4 definitions live for the whole process: keep them out of GC scans
         _log.info("started", database=settings.database_url().split("@")[-1].split("?")[0])
@@ -295,7 +317,7 @@ def create_app(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await runner.close()
+            await asyncio.gather(runner.close(), subscriptions.close())
             if auth is not None:
                 await _stop_auth(auth, app)
             await recorder.close()  # the last buffered events are written before it ends

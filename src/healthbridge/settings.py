@@ -145,6 +145,20 @@ class Settings(BaseSettings):
     subscription_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="Longest one subscription notification may take"
     )
+    subscription_max_per_client: int = Field(
+        default=100, ge=1, description="Most active or requested subscriptions one client may own"
+    )
+    subscription_retry_hours: float = Field(
+        default=72.0, gt=0, description="How long a notification is retried before it is given up"
+    )
+    subscription_retry_base_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="First retry delay; doubles per attempt to 1 h"
+    )
+    subscription_max_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Consecutive failed deliveries that set a subscription to error",
+    )
     subscription_nats_url: str | None = Field(
         default=None,
         description="NATS server of the message channel (nats://host:4222; needs the nats extra)",

@@ -196,11 +196,25 @@ def _with_profiles(entries: list[dict[str, Any]], profiles: Profiles | None) -> 
             entry["supportedProfile"] = list(urls)
 
 
+Extensions = Callable[[], Mapping[str, Sequence[dict[str, Any]]]]
+"""Resource type -> extensions of its ``rest.resource`` entry, from features (the Subscriptions
+Backport IG's ``capabilitystatement-subscriptiontopic-canonical`` on ``Subscription``)."""
+
+
+def _with_extensions(entries: list[dict[str, Any]], extensions: Extensions | None) -> None:
+    known = extensions() if extensions is not None else {}
+    for entry in entries:
+        found = known.get(entry["type"])
+        if found:
+            entry["extension"] = [*entry.get("extension", []), *found]
+
+
 def capability_statement(
     ctx: RestContext,
     operations: OperationRegistry,
     security: dict[str, Any] | None = None,
     profiles: Profiles | None = None,
+    extensions: Extensions | None = None,
 ) -> dict[str, Any]:
     """The statement; ``security`` is ``rest.security`` (how to get a token), None when the
     server runs without authorization."""
@@ -228,6 +242,7 @@ def capability_statement(
         **_system_search(definitions),
     }
     _with_profiles(rest["resource"], profiles)
+    _with_extensions(rest["resource"], extensions)
     if system_ops:
         rest["operation"] = system_ops
     if security is not None:
@@ -255,21 +270,23 @@ class Capabilities:
         security: dict[str, Any] | None = None,
         terminology: Callable[[Request], Awaitable[Response]] | None = None,
         profiles: Profiles | None = None,
+        extensions: Extensions | None = None,
     ) -> None:
         self.ctx = ctx
         self._profiles = profiles
+        self._extensions = extensions
         self._terminology = terminology
         """Answers ``?mode=terminology`` (TerminologyCapabilities, rest/terminology/)."""
         self._operations = operations
         self._security = security
-        self.statement = capability_statement(ctx, operations, security, profiles)
+        self.statement = capability_statement(ctx, operations, security, profiles, extensions)
         self._encoded: dict[str, bytes] = {}
 
     def refresh(self) -> None:
         """Rebuild the statement (the searchable parameters changed: a $reindex finished; the
         installed profiles changed)."""
         self.statement = capability_statement(
-            self.ctx, self._operations, self._security, self._profiles
+            self.ctx, self._operations, self._security, self._profiles, self._extensions
         )
         self._encoded = {}
 

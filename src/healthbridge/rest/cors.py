@@ -21,7 +21,7 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = (
     b"Location, Content-Location, ETag, Last-Modified, Retry-After, RateLimit, "
-    b"RateLimit-Policy, X-Request-Id, WWW-Authenticate"
+    b"RateLimit-Policy, X-Request-Id, WWW-Authenticate, X-Subscription-Secret"
 )
 MAX_AGE = b"600"
 

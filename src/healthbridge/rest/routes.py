@@ -46,6 +46,7 @@ from healthbridge.rest.interactions import (
 )
 from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
+from healthbridge.rest.write_hooks import collecting
 from healthbridge.security.access import AUDITED, AccessPolicy, is_admin, may_audit
 from healthbridge.security.context import UNRESTRICTED, AccessContext, Authenticator
 from healthbridge.security.ratelimit import RateLimiter
@@ -177,7 +178,7 @@ class Router:
 
     def _scoped(self, ctx: RestContext, access: AccessContext, bundles: bool) -> RestContext:
         assert self.policy is not None
-        scoped = ctx.service.using(self.policy.wrap(ctx.service.unrestricted, access))
+        scoped = ctx.service.using(self.policy.wrap(ctx.service.unrestricted, access), access)
         processor = ctx.bundles.using(scoped) if bundles and ctx.bundles is not None else None
         return RestContext(  # built directly: dataclasses.replace costs more per request
             service=scoped,
@@ -330,8 +331,12 @@ class Router:
                 return
             send = exposing(send)
         request = Request(scope, receive)
-        try:
-            response = await self.handle(request)
-        except FhirError as exc:
-            response = error_response(exc)
+        with collecting() as extra:  # headers write hooks hand out (rest/write_hooks.py)
+            try:
+                response = await self.handle(request)
+            except FhirError as exc:
+                response = error_response(exc)
+        if response.status_code < 300:
+            for name, value in extra:
+                response.headers.append(name, value)
         await response(scope, receive, send)

@@ -34,6 +34,8 @@ from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
 from healthbridge.rest.profiles import ProfileRules
+from healthbridge.rest.write_hooks import WriteHooks
+from healthbridge.security.context import UNRESTRICTED, AccessContext
 from healthbridge.store.repository import (
     HistoryPage,
     HistoryQuery,
@@ -68,8 +70,13 @@ class FhirService:
         validator: Validator,
         search: SearchParser | None = None,
         profiles: ProfileRules | None = None,
+        hooks: WriteHooks | None = None,
     ):
         self.repository = repository
+        self.hooks = hooks or WriteHooks()
+        """Features' checks of writes by type (rest/write_hooks.py)."""
+        self.access: AccessContext = UNRESTRICTED
+        """Whose requests this service answers (:meth:`using`); the write hooks get it."""
         self.profiles = profiles
         """Profile validation of writes (rest/profiles); None checks the base rules only."""
         self.definitions = definitions
@@ -82,12 +89,14 @@ class FhirService:
         """The repository without any request's access checks: for the server's own lookups
         (terminology expansion, search registry), never for what a client reads."""
 
-    def using(self, repository: Repository) -> FhirService:
-        """This service over ``repository`` (one request's access-controlled wrapper of it),
-        sharing the locks that serialise conditional operations and PATCH."""
+    def using(self, repository: Repository, access: AccessContext | None = None) -> FhirService:
+        """This service over ``repository`` (one request's access-controlled wrapper of it,
+        for ``access``), sharing the locks that serialise conditional operations and PATCH."""
         service = FhirService.__new__(FhirService)
         service.__dict__.update(self.__dict__)  # per request: copy.copy costs 5x as much
         service.repository = repository
+        if access is not None:
+            service.access = access
         return service
 
     # -- checks ---------------------------------------------------------------------------
@@ -142,6 +151,11 @@ class FhirService:
             self.profiles.check(resource_type, body)  # 422 when it breaks a profile
         return body
 
+    async def check_write(self, resource_type: str, resource: Resource) -> None:
+        """The features' checks of a write (rest/write_hooks.py), after :meth:`check_body`."""
+        if resource_type in self.hooks:
+            await self.hooks.check(resource_type, resource, self.access)
+
     def validate(self, body: Any, resource_type: str | None) -> list[Issue]:
         return self.validator.validate(body, resource_type)
 
@@ -150,6 +164,7 @@ class FhirService:
         used by profile validation at once."""
         if self.profiles is not None:
             await self.profiles.catalog.written([s for s in stored if s is not None])
+        await self.hooks.written(stored, self.access)
 
     # -- interactions ---------------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource:
@@ -168,6 +183,7 @@ class FhirService:
         """https://hl7.org/fhir/R4/http.html#create: the body's id (if any) is ignored."""
         self.check_target(resource_type)
         resource = self.check_body(resource_type, body)
+        await self.check_write(resource_type, resource)
         stored = await self.repository.create(resource_type, resource)
         await self.written(stored)
         return stored
@@ -188,6 +204,7 @@ class FhirService:
                 expression=f"{resource_type}.id",
             )
         resource = self.check_body(resource_type, body)
+        await self.check_write(resource_type, resource)
         stored, created = await self.repository.update(resource_type, id, resource, if_match)
         await self.written(stored)
         return stored, created
@@ -235,6 +252,7 @@ class FhirService:
         self.check_target(resource_type)
         query, name = self.criteria(resource_type, criteria, "If-None-Exist")
         resource = self.check_body(resource_type, body)
+        await self.check_write(resource_type, resource)
         async with self.locked([name]) as tx:
             found = await self.single_match(query, f"If-None-Exist {criteria}")
             if found is not None:
@@ -252,6 +270,7 @@ class FhirService:
         self.check_target(resource_type)
         query, name = self.criteria(resource_type, criteria, "A conditional update")
         resource = self.check_body(resource_type, body)
+        await self.check_write(resource_type, resource)
         async with self.locked([name]) as tx:
             found = await self.single_match(query, criteria)
             target = found.id if found is not None else resource.get("id")
@@ -322,6 +341,7 @@ class FhirService:
                     f"{current.version_id} of {resource_type}/{id}"
                 )
             resource = self.apply_patch(resource_type, id, jsonformat.loads(current.content), patch)
+            await self.check_write(resource_type, resource)
             try:
                 stored, _ = await self.repository.update(
                     resource_type, id, resource, current.version_id
@@ -346,6 +366,7 @@ class FhirService:
                 resource = self.apply_patch(
                     resource_type, id, jsonformat.loads(current.content), patch
                 )
+                await self.check_write(resource_type, resource)
                 try:
                     stored, _ = await tx.update(resource_type, id, resource, current.version_id)
                 except PreconditionFailed:

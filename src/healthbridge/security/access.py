@@ -78,6 +78,11 @@ CONFORMANCE = frozenset(
 """Conformance resources (https://hl7.org/fhir/R4/conformance-module.html) change how the
 server behaves for everyone: only administrators and ``system/`` backend services write them."""
 WRITES = frozenset({"create", "update", "patch", "delete"})
+PRIVATE = frozenset({"Subscription"})
+"""Types whose instances belong to the client and user that wrote them, not to a patient's
+record: their endpoints and ``channel.header`` values may hold the receiver's credentials.
+Only administrators and backend services (system/ scopes) read or search them through the API;
+their owners use ``$status`` and ``$events`` (subscriptions/operations.py)."""
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 INLINE_LABEL = (
@@ -283,6 +288,17 @@ class _Checks:
             raise Forbidden(
                 "The audit trail is readable by auditors only (a user with the auditor role, "
                 "or a backend service with system/AuditEvent scopes)",
+                code="forbidden",
+            )
+        if (
+            resource_type in PRIVATE
+            and interaction not in WRITES
+            and decision.context != "system"
+            and "admin" not in self.access.roles
+        ):
+            raise Forbidden(
+                f"{resource_type} resources are read by administrators and backend services "
+                "only; their owners ask $status and $events",
                 code="forbidden",
             )
         if (

@@ -271,6 +271,7 @@ class TransactionRun:
                 jsonformat.loads(current.content),
                 _patch_document(step.patch),
             )
+            await self.service.check_write(change.resource_type, patched)
             step.change = replace(change, resource=patched, if_match=current.version_id)
             return
         resource = change.resource
@@ -279,6 +280,7 @@ class TransactionRun:
         if change.method == "update":
             resource["id"] = change.id
         self.service.check_body(change.resource_type, resource)
+        await self.service.check_write(change.resource_type, resource)
 
     # -- step 5: the writes ------------------------------------------------------------------
     async def _apply(self, plan: _Plan, tx: Transaction | None) -> list[Applied | None]:

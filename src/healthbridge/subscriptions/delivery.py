@@ -1,0 +1,219 @@
+"""The delivery worker: queued events sent to their subscriptions' endpoints, retried, given up.
+
+Backport IG: https://hl7.org/fhir/uv/subscriptions-backport/notifications.html (event
+notifications), https://hl7.org/fhir/uv/subscriptions-backport/errors.html (errors and status).
+Each worker (one per process; several processes share the queue's leases) claims due deliveries
+(at most one in flight per subscription, in event-number order) and for each:
+
+* builds the ``event-notification`` Bundle; a ``full-resource`` payload holds the focus version
+  as the subscription's owner reads it (the checks of any API read apply), and an event whose
+  focus the owner can no longer read is given up, not sent;
+* sends it through the channel, signed with the subscription's secret;
+* on success marks it delivered; on failure retries with exponential backoff and full jitter
+  (``base_delay`` doubling per attempt up to ``max_delay``, at least the receiver's
+  ``Retry-After``) until ``retry_period`` after the event was recorded, then dead-letters it
+  (at once when the failure is permanent, e.g. 410 Gone or a refused address); after
+  ``max_failures`` consecutive failures the subscription goes to ``error`` with the reason.
+
+Every notification sent is audited as a disclosure of its focus to the subscription's owner:
+an IHE BALP ``read`` AuditEvent (https://profiles.ihe.net/ITI/BALP/) whose agent is the owner
+(client, user, launch patient), whose entity is the focus version (and its Patient), outcome
+success or serious failure (the receiver did not take it), described as ``Subscription/<id>
+event <n>``; the worker waits for room in the audit buffer before sending, as the REST path
+does. It is also logged (``subscription notification``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from healthbridge.audit.recorder import AuditRecorder
+from healthbridge.audit.records import AuditRecord, Who
+from healthbridge.fhir import jsonformat
+from healthbridge.fhir.errors import FhirError
+from healthbridge.infra.logging import get_logger
+from healthbridge.security.access import AccessPolicy
+from healthbridge.store.repository import Repository
+from healthbridge.store.subscriptions import Delivery, DeliveryQueue, SubscriptionEvent
+from healthbridge.subscriptions.channels.base import DeliveryResult
+from healthbridge.subscriptions.live import Live, LiveSubscriptions
+from healthbridge.subscriptions.notifications import Event
+from healthbridge.subscriptions.sender import Sender, instant
+
+_log = get_logger("healthbridge.subscriptions.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_delay: float = 5.0  # seconds
+    max_delay: float = 3600.0
+    retry_period: timedelta = timedelta(hours=72)
+    max_failures: int = 10
+
+    def delay(self, attempts: int, retry_after: float | None, rng: Callable[[], float]) -> float:
+        """Seconds before try ``attempts + 1``: full jitter over the doubled base, capped."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempts, 32))
+        return max(ceiling * (0.5 + rng() / 2), retry_after or 0.0)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        repository: Repository,
+        live: LiveSubscriptions,
+        policy: AccessPolicy,
+        sender: Sender,
+        retry: RetryPolicy,
+        *,
+        owner: str,
+        lease_s: float = 60.0,
+        batch_size: int = 20,
+        poll_seconds: float = 0.5,
+        rng: Callable[[], float] = random.random,
+        recorder: AuditRecorder | None = None,
+    ) -> None:
+        self.repository = repository
+        self.queue: DeliveryQueue = repository.subscriptions
+        self.live = live
+        self.policy = policy
+        self.sender = sender
+        self.retry = retry
+        self.owner = owner
+        self.lease_s = lease_s
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._rng = rng
+        self.recorder = recorder
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New events were queued in this process: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def step(self) -> int:
+        """Claim and deliver once; how many deliveries were tried."""
+        claimed = await self.queue.claim(
+            datetime.now(UTC), self.batch_size, self.lease_s, self.owner
+        )
+        if claimed:
+            subscriptions = await self.live.get()
+            if any(d.event.subscription_id not in subscriptions for d in claimed):
+                subscriptions = await self.live.get(stale=True)  # made by another process
+            await asyncio.gather(
+                *(self._deliver(d, subscriptions.get(d.event.subscription_id)) for d in claimed)
+            )
+        return len(claimed)
+
+    async def _deliver(self, delivery: Delivery, live: Live | None) -> None:
+        if live is None:
+            await self.queue.dead_letter(delivery.id, self.owner, "the subscription is not live")
+            return
+        found = await self._event(live, delivery.event)
+        if found is None:
+            await self.queue.dead_letter(
+                delivery.id, self.owner, "the subscription's owner may no longer read the focus"
+            )
+            return
+        event, content = found
+        state = await self.queue.status(live.id)
+        since = state.events_since_start if state is not None else delivery.event.number
+        if self.recorder is not None:
+            await self.recorder.room()
+        result = await self.sender.send(
+            live, "event-notification", [event], status="active", events_since_start=since
+        )
+        _log.info(
+            "subscription notification",
+            subscription=live.id,
+            client_id=live.owner.client_id,
+            focus=f"{delivery.event.focus_type}/{delivery.event.focus_id}",
+            event_number=delivery.event.number,
+            ok=result.ok,
+            status_code=result.status_code,
+            error=result.error,
+        )
+        self._audit(live, delivery, content, result)
+        if result.ok:
+            await self.queue.delivered(delivery.id, self.owner)
+        else:
+            await self._failed(delivery, live, result)
+
+    async def _failed(self, delivery: Delivery, live: Live, result: DeliveryResult) -> None:
+        error = result.error or f"HTTP {result.status_code}"
+        now = datetime.now(UTC)
+        retry_at = now + timedelta(
+            seconds=self.retry.delay(delivery.attempts, result.retry_after, self._rng)
+        )
+        if result.permanent or retry_at > delivery.event.recorded + self.retry.retry_period:
+            await self.queue.dead_letter(delivery.id, self.owner, error)
+        else:
+            await self.queue.failed(delivery.id, self.owner, error, retry_at)
+        state = await self.queue.status(live.id)
+        if state is not None and state.failures >= self.retry.max_failures:
+            reason = f"{state.failures} deliveries failed in a row; the last: {error}"
+            await self.queue.set_status(live.id, "error", reason)
+            _log.warning("subscription set to error", subscription=live.id, reason=reason)
+
+    def _audit(
+        self, live: Live, delivery: Delivery, content: bytes, result: DeliveryResult
+    ) -> None:
+        """The notification as a disclosure to the owner (module docstring)."""
+        if self.recorder is None:
+            return
+        owner = live.owner
+        recorded = delivery.event
+        self.recorder.record(
+            AuditRecord(
+                interaction="read",
+                status=200 if result.ok else 502,
+                resource_type=recorded.focus_type,
+                id=recorded.focus_id,
+                version=str(recorded.focus_version),
+                resources=(content,) if content else (),
+                who=Who(owner.subject, owner.fhir_user, owner.client_id, patient=owner.patient),
+                description=f"Subscription/{live.id} event {recorded.number}"
+                + ("" if result.ok else f" not delivered: {result.error}"),
+            )
+        )
+
+    async def _event(self, live: Live, recorded: SubscriptionEvent) -> tuple[Event, bytes] | None:
+        """The notification event and the focus content, read as the owner may (None: it may
+        not)."""
+        interaction = recorded.extra.get("interaction", "update")
+        scoped = self.policy.wrap(self.repository, live.owner.access())
+        try:
+            stored = await scoped.vread(
+                recorded.focus_type, recorded.focus_id, recorded.focus_version
+            )
+        except FhirError:
+            return None
+        focus = (
+            jsonformat.loads(stored.content)
+            if live.subscription.content == "full-resource" and not stored.deleted
+            else {"resourceType": recorded.focus_type, "id": recorded.focus_id}
+        )
+        event = Event(recorded.number, instant(recorded.recorded), interaction, focus)
+        return event, stored.content
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        self._wake.clear()
+
+    async def run(self) -> None:
+        """Deliver forever; database trouble is logged and retried."""
+        while True:
+            try:
+                if await self.step() < self.batch_size:
+                    await self._pause()
+            except FhirError as exc:
+                _log.warning("subscription delivery failed; retrying", error=str(exc))
+                await asyncio.sleep(1.0)
+            except Exception:
+                _log.exception("subscription delivery failed unexpectedly; retrying")
+                await asyncio.sleep(5.0)

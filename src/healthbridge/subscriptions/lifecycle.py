@@ -1,0 +1,103 @@
+"""Subscription writes through the FHIR API: checked before, owned and keyed after.
+
+https://hl7.org/fhir/R4/subscription.html and the Backport IG's workflow
+(https://hl7.org/fhir/uv/subscriptions-backport/workflow.html). Registered by ``app.py`` as the
+``Subscription`` write hook (:mod:`healthbridge.rest.write_hooks`), so every write path (create,
+update, conditional writes, PATCH, transaction and batch entries) runs it:
+
+* before the write: the resource is parsed against the known topics (built-in and stored Basic
+  topics, :class:`~.topic_catalog.TopicCatalog`), its filters compiled for the matcher, its
+  channel checked (:meth:`~.channels.registry.Channels.check`: SSRF rules, resolved in a worker
+  thread) and the writing client's live subscriptions counted against
+  ``subscription_max_per_client`` (422 ``business-rule`` beyond it);
+* after the commit: the writer becomes the owner (:mod:`.owners`); a new owner gets a new HMAC
+  secret, returned once in the response header ``X-Subscription-Secret: Subscription/<id>
+  <secret>``; the delivery queue's status becomes ``requested`` (the dispatcher sends the
+  handshake, then makes it ``active``) or ``off``. A delete removes the owner record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from healthbridge.fhir import jsonformat
+from healthbridge.fhir.errors import Unprocessable
+from healthbridge.fhir.types import Resource
+from healthbridge.rest.write_hooks import add_response_header
+from healthbridge.security.context import AccessContext
+from healthbridge.store.repository import StoredResource
+from healthbridge.store.subscriptions import DeliveryQueue
+from healthbridge.subscriptions.channels.registry import Channels
+from healthbridge.subscriptions.channels.signature import new_secret
+from healthbridge.subscriptions.matching import Matcher
+from healthbridge.subscriptions.owners import LIVE, Owner, Owners
+from healthbridge.subscriptions.subscription import Subscription, parse_subscription
+from healthbridge.subscriptions.topic_catalog import TopicCatalog
+
+SECRET_HEADER: Final = "X-Subscription-Secret"  # noqa: S105 - a header name
+
+
+class SubscriptionWrites:
+    """The ``Subscription`` write hook (module docstring)."""
+
+    def __init__(
+        self,
+        catalog: TopicCatalog,
+        matcher: Matcher,
+        channels: Channels,
+        owners: Owners,
+        queue: DeliveryQueue,
+        max_per_client: int,
+    ) -> None:
+        self.catalog = catalog
+        self.matcher = matcher
+        self.channels = channels
+        self.owners = owners
+        self.queue = queue
+        self.max_per_client = max_per_client
+
+    async def parse(self, resource: Resource) -> Subscription:
+        """``resource`` parsed and compiled against the current topics (InvalidRequest)."""
+        await self.catalog.refresh()
+        subscription = parse_subscription(resource, self.catalog.get)
+        topic = self.catalog.get(subscription.topic) if subscription.topic else None
+        self.matcher.compile(subscription, topic)
+        return subscription
+
+    async def check(self, resource: Resource, access: AccessContext) -> None:
+        subscription = await self.parse(resource)
+        await asyncio.to_thread(
+            self.channels.check,
+            subscription.channel_type,
+            subscription.endpoint,
+            subscription.headers,
+        )
+        if subscription.status in LIVE:
+            await self._check_cap(subscription.id, access)
+
+    async def _check_cap(self, id: str | None, access: AccessContext) -> None:
+        count = await self.owners.live_count(access, besides=id)
+        if count >= self.max_per_client:
+            raise Unprocessable(
+                f"This client already has {count} active or requested subscriptions, the most "
+                f"this server allows ({self.max_per_client}); delete or turn off one first",
+                code="business-rule",
+                expression="Subscription",
+            )
+
+    async def written(self, stored: StoredResource, access: AccessContext) -> None:
+        if stored.deleted:
+            await self.owners.remove(stored.id)
+            await self.queue.set_status(stored.id, "off")
+            return
+        status = jsonformat.loads(stored.content).get("status")
+        status = status if isinstance(status, str) else "requested"
+        existing = await self.owners.get(stored.id)
+        if existing is not None and existing.same_principal(access):
+            owner = Owner.of(stored.id, existing.secret, status, access)
+        else:  # a new subscription, or a new writer: it owns it now, with a secret of its own
+            owner = Owner.of(stored.id, new_secret(), status, access)
+            add_response_header(SECRET_HEADER, f"Subscription/{stored.id} {owner.secret}")
+        await self.owners.put(owner)
+        await self.queue.set_status(stored.id, "requested" if status in LIVE else "off")

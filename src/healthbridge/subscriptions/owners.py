@@ -1,0 +1,140 @@
+"""Who owns a subscription: the authorization its notifications are sent under, and its secret.
+
+Subscriptions Backport IG, https://hl7.org/fhir/uv/subscriptions-backport/safety_security.html:
+a notification must carry nothing its subscriber could not read. The server records, per
+Subscription, the access context of the client that last wrote it (client, subject, granted
+scopes, launch patient, fhirUser, roles) and an HMAC secret that signs its rest-hook
+notifications (:mod:`.channels.signature`). They live in the record store (kind
+``subscription``, key the Subscription id), never in the resource itself, which others may read.
+:meth:`Owner.access` rebuilds the context that matching and full-resource payloads run under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from healthbridge.security.context import UNRESTRICTED, AccessContext
+from healthbridge.security.scopes import parse_scopes
+from healthbridge.store.records import RecordStore
+
+KIND: Final = "subscription"
+LIVE: Final = frozenset({"active", "requested"})
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    subscription_id: str
+    secret: str
+    status: str  # the Subscription.status as last written
+    client_id: str | None = None
+    subject: str | None = None
+    scopes: str = ""
+    patient: str | None = None
+    fhir_user: str | None = None
+    roles: tuple[str, ...] = ()
+    unrestricted: bool = False  # written in --no-auth mode or by the server itself
+
+    @classmethod
+    def of(cls, subscription_id: str, secret: str, status: str, access: AccessContext) -> Owner:
+        return cls(
+            subscription_id=subscription_id,
+            secret=secret,
+            status=status,
+            client_id=access.client_id,
+            subject=access.subject,
+            scopes=str(access.scopes),
+            patient=access.patient,
+            fhir_user=access.fhir_user,
+            roles=tuple(sorted(access.roles)),
+            unrestricted=access.unrestricted,
+        )
+
+    def same_principal(self, access: AccessContext) -> bool:
+        """True when ``access`` is the owner again (same client, user and authorization)."""
+        return self == Owner.of(self.subscription_id, self.secret, self.status, access)
+
+    def access(self) -> AccessContext:
+        """The owner's access context (its scopes and launch patient), for the dispatcher."""
+        if self.unrestricted:
+            return UNRESTRICTED
+        return AccessContext(
+            scopes=parse_scopes(self.scopes),
+            patient=self.patient,
+            fhir_user=self.fhir_user,
+            client_id=self.client_id,
+            subject=self.subject,
+            roles=frozenset(self.roles),
+        )
+
+    def value(self) -> dict[str, Any]:
+        return {
+            "secret": self.secret,
+            "status": self.status,
+            "client_id": self.client_id,
+            "subject": self.subject,
+            "scopes": self.scopes,
+            "patient": self.patient,
+            "fhir_user": self.fhir_user,
+            "roles": list(self.roles),
+            "unrestricted": self.unrestricted,
+        }
+
+    @classmethod
+    def from_value(cls, subscription_id: str, value: dict[str, Any]) -> Owner:
+        return cls(
+            subscription_id=subscription_id,
+            secret=str(value["secret"]),
+            status=str(value.get("status", "requested")),
+            client_id=value.get("client_id"),
+            subject=value.get("subject"),
+            scopes=str(value.get("scopes", "")),
+            patient=value.get("patient"),
+            fhir_user=value.get("fhir_user"),
+            roles=tuple(value.get("roles") or ()),
+            unrestricted=bool(value.get("unrestricted")),
+        )
+
+
+def owner_key(access: AccessContext) -> tuple[str | None, bool]:
+    """What the per-client cap counts by: the client (all --no-auth writes count together)."""
+    return access.client_id, access.unrestricted
+
+
+class Owners:
+    """The owner records of every subscription, in ``records``."""
+
+    def __init__(self, records: RecordStore) -> None:
+        self.records = records
+
+    async def get(self, subscription_id: str) -> Owner | None:
+        record = await self.records.get_record(KIND, subscription_id)
+        return None if record is None else Owner.from_value(subscription_id, record.value)
+
+    async def put(self, owner: Owner) -> None:
+        await self.records.put_record(KIND, owner.subscription_id, owner.value())
+
+    async def remove(self, subscription_id: str) -> None:
+        await self.records.take_record(KIND, subscription_id)
+
+    async def all(self) -> list[Owner]:
+        found: list[Owner] = []
+        after: str | None = None
+        while True:
+            page = await self.records.records(KIND, after_key=after, limit=1000)
+            found += [Owner.from_value(r.key, r.value) for r in page]
+            if len(page) < 1000:
+                return found
+            after = page[-1].key
+
+    async def live_count(self, access: AccessContext, *, besides: str | None = None) -> int:
+        """How many active or requested subscriptions the client of ``access`` owns (not
+        counting ``besides``, the one being updated)."""
+        key = owner_key(access)
+        return sum(
+            1
+            for o in await self.all()
+            if o.status in LIVE
+            and o.subscription_id != besides
+            and (o.client_id, o.unrestricted) == key
+        )

@@ -1,0 +1,266 @@
+"""End to end: Observations written through the API reach a real loopback receiver.
+
+Backport IG: https://hl7.org/fhir/uv/subscriptions-backport/workflow.html (handshake, then
+event notifications numbered from 1), notifications.html (the history Bundle),
+safety_security.html (a notification carries only what the subscriber may read).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from healthbridge.app import create_app
+from healthbridge.settings import Settings
+from healthbridge.store.repository import Repository
+from healthbridge.store.sql import open_repository
+from healthbridge.subscriptions.channels.signature import HEADER, verify_signature
+from tests.auth.conftest import BASE, FHIR, Harness
+from tests.subscriptions.api import (
+    USER_SCOPES,
+    Inbox,
+    bearer,
+    harness,
+    observation,
+    patient_token,
+    status_of,
+    subscription,
+    token,
+)
+from tests.support import databases
+from tests.support.databases import BACKEND_PARAMS, PostgresDatabase, sqlite_url
+
+FAST: dict[str, Any] = {"subscription_retry_base_seconds": 0.1}
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    running = Inbox()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    with databases.postgres_database() as db:
+        yield db
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def h(
+    tmp_path: Path,
+    inbox: Inbox,
+    request: pytest.FixtureRequest,
+    postgres_database: PostgresDatabase,
+) -> Iterator[Harness]:
+    if request.param == "postgresql":
+        postgres_database.require()
+    yield from harness(tmp_path, inbox.receiver, request.param, postgres_database, **FAST)
+
+
+def _subscribe(h: Harness, inbox: Inbox, bearer_token: str, **kw: Any) -> tuple[str, str]:
+    made = h.client.post(
+        "/fhir/Subscription",
+        json=subscription(inbox.receiver.url(), **kw),
+        headers=bearer(bearer_token),
+    )
+    assert made.status_code == 201, made.text
+    _reference, secret = made.headers["x-subscription-secret"].split(" ")
+    return made.json()["id"], secret
+
+
+def _write(h: Harness, writer: str, patient: str) -> tuple[str, float]:
+    made = h.client.post("/fhir/Observation", json=observation(patient), headers=bearer(writer))
+    assert made.status_code == 201, made.text
+    return made.json()["id"], time.monotonic()
+
+
+def test_handshake_then_events_in_order_signed_and_only_the_owners_patient(
+    h: Harness, inbox: Inbox
+) -> None:
+    """A patient-context subscription without filters: the handshake, then one notification per
+    Observation of ITS patient, numbered 1..N in order, each signed; the other patient's
+    Observations are never sent (the owner may not read them)."""
+    id, secret = _subscribe(h, inbox, patient_token(h, "p1"))
+    handshake = inbox.wait_for(1)[0]
+    assert status_of(handshake)["type"] == "handshake"
+    writer = token(h, "admin", USER_SCOPES)
+    mine, latencies = [], []
+    for n in range(1, 6):
+        _write(h, writer, "p2")  # another patient's: never notified
+        focus, written = _write(h, writer, "p1")
+        mine.append(focus)
+        inbox.wait_for(1 + n)
+        latencies.append(inbox.arrivals[n][0] - written)
+    time.sleep(0.5)  # anything about p2 would have arrived by now
+    assert len(inbox.arrivals) == 6
+    for n, (_, got) in enumerate(inbox.arrivals[1:], start=1):
+        note = inbox.notifications()[n]
+        status = status_of(note)
+        assert status["type"] == "event-notification"
+        assert status["subscription"]["reference"].endswith(f"/Subscription/{id}")
+        [event] = status["events"]
+        assert event["event-number"]["valueString"] == str(n)
+        assert event["focus"]["valueReference"]["reference"].endswith(f"Observation/{mine[n - 1]}")
+        resource = note["entry"][1]["resource"]
+        assert resource["subject"]["reference"] == "Patient/p1"
+        assert verify_signature(secret, got.headers[HEADER.lower()], got.body)
+        assert not verify_signature("another secret", got.headers[HEADER.lower()], got.body)
+    print(f"commit-to-delivery latency: {[round(x * 1000) for x in latencies]} ms")
+    state = h.run(h.repo.subscriptions.status(id))
+    assert state is not None
+    assert (state.status, state.events_since_start, state.last_delivered) == ("active", 5, 5)
+    # each notification is audited as a disclosure to the owner (BALP read, the patient's)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = h.run(h.repo.audit.scan(0, 10_000))
+        disclosed = [r for r in rows if f"Subscription/{id} event".encode() in r.content]
+        if len(disclosed) == 5:
+            break
+        time.sleep(0.05)
+    assert len(disclosed) == 5
+    assert {(r.action, r.outcome, r.patient, r.client) for r in disclosed} == {
+        ("R", "0", "p1", "app")
+    }
+
+
+def test_a_failed_delivery_is_retried(tmp_path: Path) -> None:
+    """The receiver answers 500 once: the event arrives again after the backoff, then the
+    next ones, still in order."""
+    inbox = Inbox(statuses=(200, 500))  # the handshake passes, the first event fails once
+    try:
+        for h in harness(tmp_path, inbox.receiver, **FAST):
+            id, _ = _subscribe(h, inbox, token(h, "admin", USER_SCOPES))
+            inbox.wait_for(1)
+            writer = token(h, "admin", USER_SCOPES)
+            _write(h, writer, "p1")
+            _write(h, writer, "p2")
+            numbers = [
+                status_of(n)["events"][0]["event-number"]["valueString"]
+                for n in inbox.wait_for(4)[1:]
+            ]
+            assert numbers == ["1", "1", "2"]
+            assert inbox.arrivals[2][0] - inbox.arrivals[1][0] >= 0.05  # after a backoff
+            state = h.run(h.repo.subscriptions.status(id))
+            assert state is not None and (state.failures, state.last_delivered) == (0, 2)
+    finally:
+        inbox.close()
+
+
+def test_consecutive_failures_set_error_and_gone_is_dead(tmp_path: Path) -> None:
+    """After subscription_max_failures failed deliveries in a row the subscription is
+    ``error`` with the reason; nothing more is tried."""
+    inbox = Inbox(statuses=(200, 500, 503, 500, 500))
+    try:
+        for h in harness(tmp_path, inbox.receiver, subscription_max_failures=3, **FAST):
+            id, _ = _subscribe(h, inbox, token(h, "admin", USER_SCOPES))
+            inbox.wait_for(1)
+            _write(h, token(h, "admin", USER_SCOPES), "p1")
+            inbox.wait_for(4)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                state = h.run(h.repo.subscriptions.status(id))
+                if state is not None and state.status == "error":
+                    break
+                time.sleep(0.01)
+            assert state is not None and state.status == "error"
+            assert state.error is not None and "3 deliveries failed" in state.error
+            time.sleep(0.5)
+            assert len(inbox.arrivals) == 4
+    finally:
+        inbox.close()
+
+
+def test_a_failed_handshake_sets_error(tmp_path: Path) -> None:
+    inbox = Inbox(statuses=(410,))
+    try:
+        for h in harness(tmp_path, inbox.receiver, **FAST):
+            id, _ = _subscribe(h, inbox, token(h, "admin", USER_SCOPES))
+            inbox.wait_for(1)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                state = h.run(h.repo.subscriptions.status(id))
+                if state is not None and state.status == "error":
+                    break
+                time.sleep(0.01)
+            assert state is not None and state.status == "error"
+            assert state.error is not None and state.error.startswith("handshake")
+    finally:
+        inbox.close()
+
+
+def test_every_event_once_across_a_restart(tmp_path: Path) -> None:
+    """SQLite: a server stopped right after a write, and a new one on the same database: the
+    receiver gets the handshake once and events 1 and 2 exactly once, in order (the cursor,
+    owners, secrets and pending deliveries are all in the database)."""
+    inbox = Inbox()
+    try:
+        first = harness(tmp_path, inbox.receiver, "sqlite", **FAST)
+        h = next(first)
+        _, secret = _subscribe(h, inbox, token(h, "admin", USER_SCOPES))
+        inbox.wait_for(1)
+        writer = token(h, "admin", USER_SCOPES)
+        _write(h, writer, "p1")
+        first.close()  # the lifespan ends: tasks cancelled, database closed
+        settings = Settings(
+            data_dir=tmp_path,
+            access_log=False,
+            public_base_url=FHIR,
+            rate_limits=False,
+            outbound_allowed_hosts=[inbox.receiver.host],
+        )
+
+        async def factory() -> Repository:
+            return await open_repository(sqlite_url(tmp_path), migrate=True)
+
+        with TestClient(create_app(settings, repository_factory=factory), base_url=BASE) as again:
+            made = again.post("/fhir/Observation", json=observation("p1"), headers=bearer(writer))
+            assert made.status_code == 201, made.text
+            inbox.wait_for(3)
+            time.sleep(0.5)
+        notes = inbox.notifications()
+        assert [status_of(n)["type"] for n in notes] == ["handshake"] + ["event-notification"] * 2
+        numbers = [status_of(n)["events"][0]["event-number"]["valueString"] for n in notes[1:]]
+        assert numbers == ["1", "2"]
+        for _, got in inbox.arrivals:
+            assert verify_signature(secret, got.headers[HEADER.lower()], got.body)
+    finally:
+        inbox.close()
+
+
+def test_a_classic_subscription_gets_the_resource(h: Harness, inbox: Inbox) -> None:
+    """R4 classic (subscription.html#2.46.7.1): criteria a search; with a payload each
+    notification is the matching resource itself; the initial ping has no body."""
+    admin = token(h, "admin", USER_SCOPES)
+    classic = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "classic",
+        "criteria": "Observation?subject=Patient/p2",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": inbox.receiver.url(),
+            "payload": "application/fhir+json",
+        },
+    }
+    made = h.client.post("/fhir/Subscription", json=classic, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    deadline = time.monotonic() + 10
+    while not inbox.arrivals and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert inbox.arrivals and inbox.arrivals[0][1].body == b""
+    _write(h, admin, "p1")
+    focus, _ = _write(h, admin, "p2")
+    deadline = time.monotonic() + 10
+    while len(inbox.arrivals) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert len(inbox.arrivals) == 2
+    resource = json.loads(inbox.arrivals[1][1].body)
+    assert (resource["resourceType"], resource["id"]) == ("Observation", focus)
