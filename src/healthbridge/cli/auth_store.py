@@ -3,12 +3,12 @@ environment, and the authorization server's record store of the configured datab
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import typer
 
+from healthbridge.cli.offline import with_repository
 from healthbridge.cli.options import migrate_or_exit
 from healthbridge.settings import Settings
 from healthbridge.store.records import RecordStore
@@ -18,18 +18,8 @@ T = TypeVar("T")
 
 def with_records(settings: Settings, work: Callable[[RecordStore], Awaitable[T]]) -> T:
     """Migrate the database, run ``work`` over its record store, close it."""
-    from healthbridge.store.sql import open_repository
-
     migrate_or_exit(settings)
-
-    async def run() -> T:
-        repository = await open_repository(settings.database_url())
-        try:
-            return await work(repository.records)
-        finally:
-            await repository.close()
-
-    return asyncio.run(run())
+    return with_repository(settings, lambda repository: work(repository.records))
 
 
 def read_secret(prompt: str, from_stdin: bool) -> str:

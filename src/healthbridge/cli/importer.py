@@ -16,7 +16,6 @@ A failure never stops the rest; each is reported with its place (``file:line``,
 from __future__ import annotations
 
 import asyncio
-import getpass
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,7 +26,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from healthbridge.audit.records import Who
 from healthbridge.cli.import_report import (
     Failure,
     Report,
@@ -44,6 +42,7 @@ from healthbridge.cli.import_sources import (
     holds_shared_only,
     read_units,
 )
+from healthbridge.cli.offline import acting_as, open_service
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import Conflict, FhirError, Unavailable
 from healthbridge.fhir.types import Resource
@@ -51,7 +50,6 @@ from healthbridge.rest.bundle import BundleLimits, BundleProcessor
 from healthbridge.rest.errors import status_of
 from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
-from healthbridge.store.actor import reset_actor, set_actor
 
 BASE_URL = "http://localhost/fhir"
 """The base the bundle processor resolves relative references against (nothing is served)."""
@@ -250,47 +248,17 @@ def plan(files: Sequence[Path], definitions: Definitions) -> list[list[Path]]:
     return [shared, [path for path in files if path not in chosen]]
 
 
-async def _open_service(settings: Settings) -> FhirService:
-    from healthbridge.fhir.definitions import load_definitions
-    from healthbridge.fhir.search.parse import SearchParser
-    from healthbridge.fhir.validation import Validator
-    from healthbridge.jobs.search_registry import SearchRegistry
-    from healthbridge.store.sql import open_repository
-
-    repository = await open_repository(settings.database_url(), pool_size=settings.db_pool_size)
-    try:
-        definitions = load_definitions()
-        registry = SearchRegistry(definitions)
-        await registry.refresh(repository.jobs)  # index custom SearchParameters in force
-        repository.use_definitions(registry.index_definitions)
-    except BaseException:
-        await repository.close()
-        raise
-    validator = Validator(definitions, max_string_length=settings.max_string_chars)
-    search = SearchParser(registry.search_definitions)
-    return FhirService(repository, definitions, validator, search)
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name in this environment
-        return "unknown"
-
-
 async def _import(
     settings: Settings, options: ImportOptions, files: list[Path], report: Report
 ) -> None:
-    service = await _open_service(settings)
+    service = await open_service(settings)
+    processor = BundleProcessor(service, BundleLimits(max_entries=1_000_000))
+    loader = Loader(service, processor, report, options.keep_ids)
+    scheduler = Scheduler(loader, options.workers, options.batch_size)
     # The audit trail names the operator account that ran the import as the author of every
     # write (the outbox actor; the worker tasks inherit it).
-    token = set_actor(Who(subject=f"cli:import:{_operator()}").actor())
     try:
-        processor = BundleProcessor(service, BundleLimits(max_entries=1_000_000))
-        loader = Loader(service, processor, report, options.keep_ids)
-        scheduler = Scheduler(loader, options.workers, options.batch_size)
-        phases = plan(files, service.definitions)
-        with progress_bar(report.console) as progress:
+        with acting_as("import"), progress_bar(report.console) as progress:
             task = progress.add_task("Importing", total=len(files), resources=0)
 
             def advance(files_done: int) -> None:
@@ -298,9 +266,8 @@ async def _import(
                 progress.update(task, advance=files_done, resources=report.loaded)
 
             scheduler.on_progress = advance
-            await scheduler.run(phases)
+            await scheduler.run(plan(files, service.definitions))
     finally:
-        reset_actor(token)
         await service.repository.close()
 
 

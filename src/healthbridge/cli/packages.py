@@ -10,10 +10,7 @@ read the installed package records.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthbridge.audit.records import Who
+from healthbridge.cli.offline import acting_as, open_service
 from healthbridge.cli.options import DataDirOpt, DbOpt, console, migrate_or_exit, settings_of
 from healthbridge.packages import (
     InstalledPackage,
@@ -35,9 +32,7 @@ from healthbridge.packages import (
     PackageInstaller,
 )
 from healthbridge.packages.plan import Action
-from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
-from healthbridge.store.actor import reset_actor, set_actor
 
 app = typer.Typer(no_args_is_help=True, help="Install FHIR packages (implementation guides)")
 ACTIONS: tuple[Action, ...] = ("create", "update", "unchanged")
@@ -50,49 +45,22 @@ PHASES = {
 }
 
 
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name in this environment
-        return "unknown"
-
-
-@asynccontextmanager
-async def _service(settings: Settings) -> AsyncIterator[FhirService]:
-    """The FHIR service over the configured database, indexing with the custom
-    SearchParameters in force (as the server and ``healthbridge import`` do)."""
-    from healthbridge.fhir.definitions import load_definitions
-    from healthbridge.fhir.search.parse import SearchParser
-    from healthbridge.fhir.validation import Validator
-    from healthbridge.jobs.search_registry import SearchRegistry
-    from healthbridge.store.sql import open_repository
-
-    repository = await open_repository(settings.database_url(), pool_size=settings.db_pool_size)
-    try:
-        definitions = load_definitions()
-        registry = SearchRegistry(definitions)
-        await registry.refresh(repository.jobs)
-        repository.use_definitions(registry.index_definitions)
-        validator = Validator(definitions, max_string_length=settings.max_string_chars)
-        yield FhirService(repository, definitions, validator, SearchParser(definitions))
-    finally:
-        await repository.close()
-
-
 async def _install(settings: Settings, file: Path, options: InstallOptions) -> InstallResult:
-    token = set_actor(Who(subject=f"cli:packages:{_operator()}").actor())
+    service = await open_service(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
-        async with _service(settings) as service:
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-            with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
-                task = bar.add_task("Reading", total=None)
+        with (
+            acting_as("packages"),
+            Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar,
+        ):
+            task = bar.add_task("Reading", total=None)
 
-                def progress(phase: str, done: int, total: int | None) -> None:
-                    bar.update(task, description=PHASES[phase], completed=done, total=total)
+            def progress(phase: str, done: int, total: int | None) -> None:
+                bar.update(task, description=PHASES[phase], completed=done, total=total)
 
-                return await PackageInstaller(service, progress).install(file, options)
+            return await PackageInstaller(service, progress).install(file, options)
     finally:
-        reset_actor(token)
+        await service.repository.close()
 
 
 def _summary(result: InstallResult) -> Table:

@@ -10,7 +10,6 @@ visible to the terminology operations only when the load completes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from healthbridge.cli.offline import with_repository
 from healthbridge.cli.options import DataDirOpt, DbOpt, console, migrate_or_exit, settings_of
 from healthbridge.settings import Settings
 from healthbridge.store.terminology import TerminologyStore
@@ -64,16 +64,7 @@ def _bar() -> Progress:
 
 
 def _with_store(settings: Settings, work: Callable[[TerminologyStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        from healthbridge.store.sql import open_repository
-
-        repository = await open_repository(settings.database_url())
-        try:
-            return await work(repository.terminology)
-        finally:
-            await repository.close()
-
-    return asyncio.run(run())
+    return with_repository(settings, lambda repository: work(repository.terminology))
 
 
 def _load(settings: Settings, kind: str, path: Path, version: str | None, batch: int) -> LoadResult:
