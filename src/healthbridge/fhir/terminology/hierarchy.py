@@ -3,9 +3,11 @@
 https://hl7.org/fhir/R4/codesystem.html (``concept`` nesting and the ``parent``/``child``
 properties, with ``hierarchyMeaning`` is-a) and https://hl7.org/fhir/R4/valueset.html
 (``compose`` with include/exclude of concepts, whole systems, ``is-a``/``descendent-of``/``=``
-filters and imported value sets; or a stored ``expansion``). These are the pure halves the token
-modifiers ``:above``, ``:below``, ``:in`` and ``:not-in`` of search need
-(https://hl7.org/fhir/R4/search.html#modifiers); the full terminology service comes later.
+filters and imported value sets; or a stored ``expansion``), worked out synchronously from
+resources held in memory. Only profile validation's value-set membership check uses it now
+(rest/profiles/codes.py, which must answer synchronously during a validation); the terminology
+service (rest/terminology/, used by the operations and by search's ``:in``/``:below``) is the
+full engine, and folding this one into its pure index (concept_index.py) is still to do.
 """
 
 from __future__ import annotations

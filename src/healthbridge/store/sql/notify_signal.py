@@ -42,7 +42,6 @@ class NotifySignal:
         self._channel = channel
         self._count = 0
         self._listening = False
-        self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -65,7 +64,6 @@ class NotifySignal:
 
     async def _listen_once(self) -> None:
         connection = await asyncpg.connect(self._dsn, timeout=PING_TIMEOUT_S * 5)
-        self._connection = connection
         try:
             connection.add_termination_listener(self._lost)
             await connection.add_listener(self._channel, self._notified)
@@ -76,7 +74,6 @@ class NotifySignal:
                 await asyncio.wait_for(connection.fetchval("SELECT 1"), PING_TIMEOUT_S)
         finally:
             self._listening = False
-            self._connection = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), PING_TIMEOUT_S)
 
