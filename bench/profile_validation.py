@@ -32,6 +32,7 @@ from healthbridge.fhir import jsonformat, ucum
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.validation import Validator
 from healthbridge.fhir.validation.profiles import ProfileValidator, claimed_profiles
+from healthbridge.packages.archive import EXAMPLE, read_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -52,16 +53,12 @@ Case = list[tuple[dict[str, Any], list[str]]]
 
 
 def package_json(path: Path, folder: str) -> Iterator[dict[str, Any]]:
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            name = member.name.removeprefix(folder)
-            if not member.name.startswith(folder) or "/" in name or not name.endswith(".json"):
-                continue
-            handle = tar.extractfile(member)
-            if handle is not None and not name.startswith("."):
-                resource = jsonformat.loads(handle.read())
-                if isinstance(resource, dict) and "resourceType" in resource:
-                    yield resource
+    """The resources directly in ``folder`` (``package/`` or ``package/example/``), read as
+    the package installer reads them."""
+    kind = EXAMPLE if folder.rstrip("/").endswith(EXAMPLE) else "package"
+    for file in read_archive(path).files:
+        if file.folder == kind:
+            yield file.resource
 
 
 def structures(paths: list[Path]) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ expanded; anything needing a terminology server (filters, external systems) answ
 from __future__ import annotations
 
 import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from healthbridge.fhir import jsonformat, ucum
+from healthbridge.fhir import ucum
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import Issue
 from healthbridge.fhir.validation.profiles import ProfileValidator
+from healthbridge.packages.archive import EXAMPLE, ROOT, read_archive
 from tests.fhir.conftest import shared_file
 
 CORE = "fhir-r4/hl7.fhir.r4.core-4.0.1.tgz"
@@ -31,18 +31,12 @@ Pairs = frozenset[tuple[str, str]]
 
 
 def read_package(path: Path, folder: str = "package/") -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(file name, resource)`` for the JSON resources directly in ``folder`` of a package."""
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            name = member.name.removeprefix(folder)
-            if not member.name.startswith(folder) or "/" in name or not name.endswith(".json"):
-                continue
-            handle = tar.extractfile(member)
-            if handle is None or name.startswith("."):
-                continue
-            resource = jsonformat.loads(handle.read())
-            if isinstance(resource, dict) and "resourceType" in resource:
-                yield name, resource
+    """``(file name, resource)`` for the resources directly in ``folder`` of a package, as the
+    package installer reads them (:func:`healthbridge.packages.archive.read_archive`)."""
+    kind = EXAMPLE if folder.rstrip("/").endswith(EXAMPLE) else ROOT
+    for file in read_archive(path).files:
+        if file.folder == kind and not file.name.rsplit("/", 1)[-1].startswith("."):
+            yield file.name.rsplit("/", 1)[-1], file.resource
 
 
 def _concepts(raw: object) -> Iterator[str]:
