@@ -27,14 +27,14 @@ def test_remembered_decisions_are_the_fresh_ones() -> None:
             assert decide(access, resource_type, interaction) == _decide(
                 access, resource_type, interaction
             )
-    assert len(access.decisions) == len(CASES)
+    assert len(access.memo) == len(CASES)
 
 
 def test_a_changed_context_decides_afresh() -> None:
     access = AccessContext(parse_scopes("patient/*.rs"), patient="p1")
     assert decide(access, "Observation", "read").patient == "p1"
     other = replace(access, patient="p2")
-    assert other.decisions == {} and decide(other, "Observation", "read").patient == "p2"
+    assert other.memo == {} and decide(other, "Observation", "read").patient == "p2"
     unlaunched = replace(access, patient=None)
     assert not decide(unlaunched, "Observation", "read").allowed
     assert decide(access, "Observation", "read").allowed

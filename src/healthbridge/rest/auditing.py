@@ -22,12 +22,10 @@ from healthbridge.audit.records import NOBODY, AuditRecord, Who, written_through
 from healthbridge.fhir.errors import FhirError
 from healthbridge.rest.errors import status_of
 from healthbridge.rest.http import ACCESS, INTERACTION
-from healthbridge.security.context import AccessContext
+from healthbridge.security.context import MEMO_SIZE, AccessContext
 from healthbridge.store.actor import reset_actor, set_actor
 
 READ_METHODS = frozenset({"GET", "HEAD"})
-MEMO_ENTRIES = 64
-"""Most entries a token's AccessContext.memo takes (a few per token in practice)."""
 
 
 def who(request: Request) -> Who:
@@ -49,7 +47,7 @@ def who(request: Request) -> Who:
             address=address,
             patient=access.patient,
         )
-        if len(access.memo) < MEMO_ENTRIES:
+        if len(access.memo) < MEMO_SIZE:
             access.memo[key] = found
     return found
 

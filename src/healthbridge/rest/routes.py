@@ -48,7 +48,7 @@ from healthbridge.rest.negotiation import check_format
 from healthbridge.rest.operations.registry import Level, OperationRegistry
 from healthbridge.rest.write_hooks import collecting
 from healthbridge.security.access import AUDITED, AccessPolicy, is_admin, may_audit
-from healthbridge.security.context import UNRESTRICTED, AccessContext, Authenticator
+from healthbridge.security.context import MEMO_SIZE, UNRESTRICTED, AccessContext, Authenticator
 from healthbridge.security.ratelimit import RateLimiter
 
 Handler = Callable[[RestContext, Request], Awaitable[Response]]
@@ -93,10 +93,6 @@ TABLE: dict[tuple[str, str], Interaction] = {
     ("system", "POST"): Interaction("transaction", "system", bundle.handle),
     ("system-search", "POST"): Interaction("search-system", "system", search.handle),
 }
-
-
-MEMO_ENTRIES = 64
-"""Most entries a token's AccessContext.memo takes (a few per token in practice)."""
 
 
 def _authorization(scope: Scope) -> str | None:
@@ -172,7 +168,7 @@ class Router:
         if built is not None and built[0] is ctx:
             return built[1]  # type: ignore[no-any-return]
         scoped_ctx = self._scoped(ctx, access, bundles)
-        if len(access.memo) < MEMO_ENTRIES:
+        if len(access.memo) < MEMO_SIZE:
             access.memo[key] = (ctx, scoped_ctx)
         return scoped_ctx
 

@@ -17,6 +17,10 @@ from typing import Any, Protocol
 
 from healthbridge.security.scopes import Scopes, parse_scopes
 
+MEMO_SIZE = 512
+"""Most entries one context's memo takes (a token uses a few types, interactions and
+addresses; past this, work is done afresh rather than remembered)."""
+
 
 @dataclass(frozen=True, slots=True)
 class AccessContext:
@@ -33,18 +37,14 @@ class AccessContext:
     roles: frozenset[str] = field(default_factory=frozenset)  # e.g. {"admin"}, {"auditor"}
     unrestricted: bool = False
     """True only for ``--no-auth`` development mode and in-process callers: no checks at all."""
-    decisions: dict[tuple[str, str], Any] = field(
-        default_factory=dict, init=False, compare=False, hash=False, repr=False
-    )
-    """Memo of :func:`healthbridge.security.decisions.decide` (a pure function of the fields
-    above, which never change): the verifier keeps one context per token, so each (type,
-    interaction) is decided once per token, not once per request."""
     memo: dict[Hashable, Any] = field(
         default_factory=dict, init=False, compare=False, hash=False, repr=False
     )
-    """Other things built from this context alone and reused by its token's later requests
-    (the REST layer's access-controlled context, the audit trail's ``Who``); each user keys
-    its entries and checks that what they were built from is still what it has."""
+    """What is built from this context alone and reused by its token's later requests (the
+    verifier keeps one context per token): scope decisions
+    (:func:`healthbridge.security.decisions.decide`), the REST layer's access-controlled
+    context, the audit trail's ``Who``. Each user keys its entries and checks that what they
+    were built from is still what it has; ``replace()`` makes a context with an empty memo."""
 
 
 UNRESTRICTED = AccessContext(parse_scopes("system/*.cruds"), subject="no-auth", unrestricted=True)

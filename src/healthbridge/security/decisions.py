@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from healthbridge.security.context import AccessContext
+from healthbridge.security.context import MEMO_SIZE, AccessContext
 from healthbridge.security.scopes import Context
 
 PERMISSION_OF = {
@@ -54,19 +54,15 @@ class Decision:
     reason: str = ""
 
 
-MEMO_SIZE = 512
-"""Most decisions remembered per token (types x interactions it has used)."""
-
-
 def decide(access: AccessContext, resource_type: str, interaction: str) -> Decision:
     """What ``access`` may do with ``interaction`` (a CapabilityStatement code) on
-    ``resource_type`` (remembered in ``access.decisions``)."""
-    key = (resource_type, interaction)
-    found: Decision | None = access.decisions.get(key)
+    ``resource_type`` (remembered in ``access.memo``)."""
+    key = ("decide", resource_type, interaction)
+    found: Decision | None = access.memo.get(key)
     if found is None:
         found = _decide(access, resource_type, interaction)
-        if len(access.decisions) < MEMO_SIZE:
-            access.decisions[key] = found
+        if len(access.memo) < MEMO_SIZE:
+            access.memo[key] = found
     return found
 
 
