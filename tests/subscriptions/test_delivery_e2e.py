@@ -147,7 +147,13 @@ def test_a_failed_delivery_is_retried(tmp_path: Path) -> None:
             ]
             assert numbers == ["1", "1", "2"]
             assert inbox.arrivals[2][0] - inbox.arrivals[1][0] >= 0.05  # after a backoff
-            state = h.run(h.repo.subscriptions.status(id))
+            # The receiver has event 2; the worker records it delivered just after the answer.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                state = h.run(h.repo.subscriptions.status(id))
+                if state is not None and state.last_delivered == 2:
+                    break
+                time.sleep(0.01)
             assert state is not None and (state.failures, state.last_delivered) == (0, 2)
     finally:
         inbox.close()
