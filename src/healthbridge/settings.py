@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Consecutive failed deliveries that set a subscription to error",
     )
+    subscription_retention_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="How long delivered subscription events stay for $events and replays",
+    )
     subscription_nats_url: str | None = Field(
         default=None,
         description="NATS server of the message channel (nats://host:4222; needs the nats extra)",

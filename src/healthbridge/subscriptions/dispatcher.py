@@ -38,6 +38,7 @@ from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.matching import Change, Matcher
 from healthbridge.subscriptions.owners import LIVE
 from healthbridge.subscriptions.sender import Sender
+from healthbridge.subscriptions.timekeeping import ended
 from healthbridge.subscriptions.topics import Interaction
 
 NAME = "subscriptions"
@@ -169,7 +170,10 @@ class Dispatcher:
         change = self.matcher.change(interaction, previous, current)
         focus_version = row.version_id if current is not None else row.version_id - 1
         found = []
+        now = datetime.now(UTC)
         for live in subscriptions.values():
+            if ended(live, now):
+                continue  # past its Subscription.end (timekeeping.py turns it off)
             if await self._triggers(live, change, row) and await self._readable(
                 live, row, focus_version
             ):

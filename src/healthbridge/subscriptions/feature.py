@@ -24,6 +24,7 @@ from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
+from healthbridge.subscriptions import replay
 from healthbridge.subscriptions.builtin_topics import builtin_topics
 from healthbridge.subscriptions.channels.registry import Channels, channels_config
 from healthbridge.subscriptions.delivery import DeliveryWorker, RetryPolicy
@@ -34,6 +35,7 @@ from healthbridge.subscriptions.matching import Matcher
 from healthbridge.subscriptions.operations import SubscriptionOperations
 from healthbridge.subscriptions.owners import Owners
 from healthbridge.subscriptions.sender import Sender
+from healthbridge.subscriptions.timekeeping import Timekeeper
 from healthbridge.subscriptions.topic_catalog import TopicCatalog
 
 TOPIC_CANONICAL: Final = (
@@ -91,16 +93,25 @@ class SubscriptionsFeature:
             on_queued=self.worker.wake,
             handshake_lease_s=settings.subscription_timeout_seconds + 30,
         )
+        self.timekeeper = Timekeeper(
+            repository,
+            self.live,
+            self.sender,
+            retention=timedelta(hours=settings.subscription_retention_hours),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, hooks: WriteHooks) -> None:
         hooks.register("Subscription", self.writes)
 
     def operations(self) -> list[Operation]:
-        """``$status`` and ``$events`` (:mod:`.operations`)."""
-        return SubscriptionOperations(
-            self.catalog, self.owners, self.settings.fhir_base_url()
-        ).operations()
+        """``$status`` and ``$events`` (:mod:`.operations`), ``$redeliver`` (:mod:`.replay`)."""
+        return [
+            *SubscriptionOperations(
+                self.catalog, self.owners, self.settings.fhir_base_url()
+            ).operations(),
+            replay.operation(),
+        ]
 
     def capability_extensions(self) -> dict[str, list[dict[str, Any]]]:
         """The topics this server offers, on the CapabilityStatement's Subscription entry
@@ -117,6 +128,7 @@ class SubscriptionsFeature:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="subscription-dispatcher"),
             asyncio.create_task(self.worker.run(), name="subscription-delivery"),
+            asyncio.create_task(self.timekeeper.run(), name="subscription-timekeeping"),
         ]
         return self._tasks
 

@@ -10,6 +10,7 @@ subscription's payload type) and signed with the subscription's secret
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ class Sender:
     def __init__(self, channels: Channels, base_url: str) -> None:
         self.channels = channels
         self.base = base_url.rstrip("/")
+        self.last_sent: dict[str, float] = {}
+        """Subscription id -> when (epoch seconds) this process last delivered something to it."""
 
     def body(
         self,
@@ -85,10 +88,13 @@ class Sender:
             )
         except FhirError as exc:
             return DeliveryResult.give_up(str(exc))
-        return await channel.send(
+        result = await channel.send(
             body or b"",
             subscription.payload or FHIR_JSON,
             subscription_id=live.id,
             event_numbers=[e.number for e in events],
             headers=subscription.headers,
         )
+        if result.ok:
+            self.last_sent[live.id] = time.time()
+        return result
