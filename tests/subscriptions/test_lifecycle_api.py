@@ -249,3 +249,35 @@ def test_a_transaction_hands_out_each_secret(h: Harness, receiver: Receiver) -> 
         owner = h.run(owners.get(id))
         assert owner is not None and given[f"Subscription/{id}"] == owner.secret
     assert "X-Subscription-Secret" in answer.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_one_transaction_cannot_pass_the_cap(
+    tmp_path: Path, receiver: Receiver, conditional: bool
+) -> None:
+    """Each Subscription entry takes a place in the client's quota, so one transaction cannot
+    create more than the cap (one entry beyond it fails the whole transaction). With a
+    conditional entry the checks run inside the transaction's unit of work: on SQLite taking
+    places there must not wait on that unit's own writer."""
+    for h in harness(tmp_path, receiver, "sqlite", subscription_max_per_client=2):
+        doc = token(h, "doc", USER_SCOPES)
+        patient = {
+            "resource": {"resourceType": "Patient", "identifier": [{"system": "s", "value": "1"}]},
+            "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=s|1"},
+        }
+        entry = {
+            "resource": subscription(receiver.url()),
+            "request": {"method": "POST", "url": "Subscription"},
+        }
+        bundle = {"resourceType": "Bundle", "type": "transaction"}
+        first = [patient] if conditional else []
+        over = h.client.post(
+            "/fhir", json=bundle | {"entry": [*first, entry, entry, entry]}, headers=bearer(doc)
+        )
+        assert over.status_code == 422, over.text
+        assert "business-rule" in over.text
+        done = h.client.post(
+            "/fhir", json=bundle | {"entry": [*first, entry, entry]}, headers=bearer(doc)
+        )
+        assert done.status_code == 200, done.text
+        assert len(h.run(Owners(h.repo.records).all())) == 2

@@ -34,7 +34,7 @@ from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
 from healthbridge.rest.profiles import ProfileRules
-from healthbridge.rest.write_hooks import WriteHooks
+from healthbridge.rest.write_hooks import WriteHooks, inside_unit_of_work
 from healthbridge.security.context import UNRESTRICTED, AccessContext
 from healthbridge.store.repository import (
     HistoryPage,
@@ -242,6 +242,7 @@ class FhirService:
             tx = await stack.enter_async_context(self.repository.transaction())
             for name in sorted(set(names)):
                 await tx.lock(name)
+            stack.enter_context(inside_unit_of_work())
             yield tx
 
     async def conditional_create(

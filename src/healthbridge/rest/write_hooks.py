@@ -8,6 +8,9 @@ validation; a feature registers a :class:`WriteHook` for the resource types it c
 :class:`~healthbridge.fhir.errors.FhirError` to refuse the write (mapped to an OperationOutcome
 like any other), and its ``written`` runs after the commit with the request's access context.
 
+A hook's ``check`` may run inside an open unit of work (:func:`in_unit_of_work`), where it
+must not write to the database.
+
 A hook may hand the client something once, in the answer to the request that made the write
 (a subscription's signing secret): :func:`add_response_header` during ``written``; the router
 adds what was collected to the response (:func:`collecting`).
@@ -25,6 +28,7 @@ from healthbridge.security.context import AccessContext
 from healthbridge.store.repository import StoredResource
 
 _HEADERS: ContextVar[list[tuple[str, str]] | None] = ContextVar("write_headers", default=None)
+_IN_UNIT: ContextVar[bool] = ContextVar("write_hook_in_unit_of_work", default=False)
 
 
 class WriteHook(Protocol):
@@ -76,3 +80,19 @@ def collecting() -> Iterator[list[tuple[str, str]]]:
         yield headers
     finally:
         _HEADERS.reset(token)
+
+
+@contextmanager
+def inside_unit_of_work() -> Iterator[None]:
+    """Mark the checks run inside as running in an open unit of work (a conditional write's or
+    a PATCH's locks held): on SQLite that unit holds the only writer, so a hook must not write
+    to the database there (it would wait for the unit, which waits for it)."""
+    token = _IN_UNIT.set(True)
+    try:
+        yield
+    finally:
+        _IN_UNIT.reset(token)
+
+
+def in_unit_of_work() -> bool:
+    return _IN_UNIT.get()

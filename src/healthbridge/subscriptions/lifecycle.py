@@ -8,8 +8,8 @@ update, conditional writes, PATCH, transaction and batch entries) runs it:
 * before the write: the resource is parsed against the known topics (built-in and stored Basic
   topics, :class:`~.topic_catalog.TopicCatalog`), its filters compiled for the matcher, its
   channel checked (:meth:`~.channels.registry.Channels.check`: SSRF rules, resolved in a worker
-  thread) and the writing client's live subscriptions counted against
-  ``subscription_max_per_client`` (422 ``business-rule`` beyond it);
+  thread) and a place taken in the writing client's quota of ``subscription_max_per_client``
+  live subscriptions (422 ``business-rule`` beyond it; :mod:`.quota`, race-free);
 * after the commit: the writer becomes the owner (:mod:`.owners`); a new owner gets a new HMAC
   secret, returned once in the response header ``X-Subscription-Secret: Subscription/<id>
   <secret>``; the delivery queue's status becomes ``requested`` (the dispatcher sends the
@@ -22,7 +22,6 @@ import asyncio
 from typing import Final
 
 from healthbridge.fhir import jsonformat
-from healthbridge.fhir.errors import Unprocessable
 from healthbridge.fhir.types import Resource
 from healthbridge.rest.write_hooks import add_response_header
 from healthbridge.security.context import AccessContext
@@ -32,6 +31,7 @@ from healthbridge.subscriptions.channels.registry import Channels
 from healthbridge.subscriptions.channels.signature import new_secret
 from healthbridge.subscriptions.matching import Matcher
 from healthbridge.subscriptions.owners import LIVE, Owner, Owners
+from healthbridge.subscriptions.quota import ClientQuota
 from healthbridge.subscriptions.subscription import Subscription, parse_subscription
 from healthbridge.subscriptions.topic_catalog import TopicCatalog
 
@@ -55,7 +55,7 @@ class SubscriptionWrites:
         self.channels = channels
         self.owners = owners
         self.queue = queue
-        self.max_per_client = max_per_client
+        self.quota = ClientQuota(owners.records, owners, max_per_client)
 
     async def parse(self, resource: Resource) -> Subscription:
         """``resource`` parsed and compiled against the current topics (InvalidRequest)."""
@@ -74,17 +74,7 @@ class SubscriptionWrites:
             subscription.headers,
         )
         if subscription.status in LIVE:
-            await self._check_cap(subscription.id, access)
-
-    async def _check_cap(self, id: str | None, access: AccessContext) -> None:
-        count = await self.owners.live_count(access, besides=id)
-        if count >= self.max_per_client:
-            raise Unprocessable(
-                f"This client already has {count} active or requested subscriptions, the most "
-                f"this server allows ({self.max_per_client}); delete or turn off one first",
-                code="business-rule",
-                expression="Subscription",
-            )
+            await self.quota.reserve(access, besides=subscription.id)
 
     async def written(self, stored: StoredResource, access: AccessContext) -> None:
         if stored.deleted:
@@ -100,4 +90,6 @@ class SubscriptionWrites:
             owner = Owner.of(stored.id, new_secret(), status, access)
             add_response_header(SECRET_HEADER, f"Subscription/{stored.id} {owner.secret}")
         await self.owners.put(owner)
+        if status in LIVE:
+            await self.quota.settle(access)
         await self.queue.set_status(stored.id, "requested" if status in LIVE else "off")
