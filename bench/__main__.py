@@ -5,13 +5,24 @@ search`` (search latency over >= 1M Synthea-shaped resources on SQLite and Postg
 ``python -m bench load`` (the 100 Synthea patients as transaction Bundles over HTTP, beside
 sekmet-fhir) or ``python -m bench auth`` (the cost of authorization against ``--no-auth``, and
 the token endpoint's throughput for backend services) or ``python -m bench terminology`` (loading a
-100,000-concept LOINC-format release, then $lookup, $validate-code and $expand latency)."""
+100,000-concept LOINC-format release, then $lookup, $validate-code and $expand latency) or
+``python -m bench subscriptions`` (notifications of 100 subscriptions under a steady write load:
+delivery rate, commit-to-delivery latency, write throughput with and without them)."""
 
 from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("http", "validation", "profiles", "search", "load", "auth", "terminology")
+BENCHMARKS = (
+    "http",
+    "validation",
+    "profiles",
+    "search",
+    "load",
+    "auth",
+    "terminology",
+    "subscriptions",
+)
 
 
 def main() -> None:
@@ -39,6 +50,10 @@ def main() -> None:
         from bench import terminology
 
         terminology.main()
+    elif which == "subscriptions":
+        from bench import subscriptions_load
+
+        subscriptions_load.main()
     elif which == "load":
         from bench import synthea_load
 

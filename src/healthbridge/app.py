@@ -156,6 +156,7 @@ def _fhir_router(
         policy=policy,
         limiter=limiter,
         recorder=recorder,
+        websockets=subscriptions.websockets() if subscriptions is not None else None,
     )
 
 
@@ -223,10 +224,10 @@ async def _stop_auth(auth: AuthService, app: Starlette) -> None:
 
 
 class _Entry:
-    """The outermost ASGI app: ``/fhir`` (system search) and paths under ``/fhir/`` go straight
-    to the FHIR router (which maps its own errors), everything else (health, metrics, lifespan)
-    to Starlette. Skipping Starlette's routing and exception layers on the FHIR path halves the
-    cost of a cached read.
+    """The outermost ASGI app: ``/fhir`` (system search) and paths under ``/fhir/`` (HTTP and
+    websockets) go straight to the FHIR router (which maps its own errors), everything else
+    (health, metrics, lifespan) to Starlette. Skipping Starlette's routing and exception layers
+    on the FHIR path halves the cost of a cached read.
     """
 
     def __init__(self, starlette: Starlette) -> None:
@@ -236,7 +237,7 @@ class _Entry:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             self.fhir is not None
-            and scope["type"] == "http"
+            and scope["type"] in ("http", "websocket")
             and (scope["path"].startswith(PREFIX) or scope["path"] == BASE_PATH)
             and scope["path"] != SMART_CONFIGURATION  # discovery is the auth server's route
         ):

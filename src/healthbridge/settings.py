@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -164,6 +165,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long delivered subscription events stay for $events and replays",
     )
+    subscription_ws_token_seconds: float = Field(
+        default=300.0,
+        ge=10,
+        le=3600,
+        description="How long a $get-ws-binding-token token may be used to bind a websocket",
+    )
     subscription_nats_url: str | None = Field(
         default=None,
         description="NATS server of the message channel (nats://host:4222; needs the nats extra)",
@@ -185,6 +192,28 @@ class Settings(BaseSettings):
         default=False,
         description="Attach the notification Bundle to emails of full-resource subscriptions "
         "(off: emails carry ids and event numbers only)",
+    )
+
+    # -- missed-dose alerts (subscriptions/missed_doses.py, docs/subscriptions.md) --
+    missed_dose_enabled: bool = Field(
+        default=True, description="Run the missed-dose scheduler (one server process at a time)"
+    )
+    missed_dose_scan_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="How often scheduled doses are checked"
+    )
+    missed_dose_grace_minutes: float = Field(
+        default=60.0, ge=0, le=1440, description="How late a dose may be recorded before missed"
+    )
+    missed_dose_lookback_hours: float = Field(
+        default=24.0, gt=0, le=168, description="How far back due doses are checked"
+    )
+    missed_dose_categories: str = Field(
+        default="inpatient",
+        description="MedicationRequest categories checked (comma-separated medicationrequest-"
+        "category codes; empty: every request)",
+    )
+    missed_dose_timezone: str = Field(
+        default="UTC", description="IANA zone of timeOfDay and dates without a time (Europe/Oslo)"
     )
 
     # -- profiles (docs/packages.md) --
@@ -247,6 +276,15 @@ class Settings(BaseSettings):
     def _smtp_security(cls, value: str) -> str:
         if value not in {"starttls", "ssl", "none"}:
             raise ValueError("smtp_security must be one of starttls, ssl, none")
+        return value
+
+    @field_validator("missed_dose_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise ValueError(f"missed_dose_timezone: {value!r} is not an IANA zone") from None
         return value
 
     @field_validator("required_profiles")

@@ -18,6 +18,7 @@ import pytest
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.store.repository import Repository
 from healthbridge.store.sql import open_repository
+from healthbridge.store.subscriptions import MAX_CLAIM_FILTER as MAX
 from healthbridge.store.subscriptions import Batch, NewEvent
 from tests.support.clock import FakeClock
 
@@ -115,6 +116,85 @@ async def test_claim_limit(repo: Repository, clock: FakeClock) -> None:
     assert len(first) == 2 and len(rest) == 3
     assert {d.event.subscription_id for d in first + rest} == set(subs)
     assert await queue.claim(clock.now, 0, 30, "w") == []
+
+
+async def test_claim_only_some_subscriptions(repo: Repository, clock: FakeClock) -> None:
+    """IG websocket channel: the connection bound to a subscription claims just its events
+    (https://hl7.org/fhir/uv/subscriptions-backport/channels.html#websockets)."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 2, [event(s, seq) for seq in (1, 2) for s in "abc"]))
+    await activate(repo, "a", "b", "c")
+    assert await queue.claim(clock.now, 10, 30, "ws", only=[]) == []  # none named: none
+    assert await queue.claim(clock.now, 10, 30, "ws", only=["unknown"]) == []
+    claimed = await queue.claim(clock.now, 10, 30, "ws", only=["a", "c", "c"])
+    assert sorted((d.event.subscription_id, d.event.number) for d in claimed) == [
+        ("a", 1),
+        ("c", 1),
+    ]
+    # still one in flight per subscription, lowest event first
+    assert await queue.claim(clock.now, 10, 30, "ws", only={"a", "c"}) == []
+    a1 = next(d for d in claimed if d.event.subscription_id == "a")
+    assert await queue.delivered(a1.id, "ws")
+    (a2,) = await queue.claim(clock.now, 10, 30, "ws", only=("a",))
+    assert (a2.event.subscription_id, a2.event.number) == ("a", 2)
+    (b1,) = await queue.claim(clock.now, 10, 30, "w")  # the rest is anyone's
+    assert (b1.event.subscription_id, b1.event.number) == ("b", 1)
+
+
+async def test_claim_skips_subscriptions(repo: Repository, clock: FakeClock) -> None:
+    """The generic worker never claims a websocket subscription's events: they wait, pending
+    and uncounted, for a connection that binds it."""
+    queue = repo.subscriptions
+    subs = [f"s{i}" for i in range(6)]
+    await queue.enqueue(Batch(D, 1, [event(s, 1) for s in subs]))
+    await activate(repo, *subs)
+    claimed = await queue.claim(clock.now, 10, 30, "w", skip=["s0", "s3", "s5"])
+    assert sorted(d.event.subscription_id for d in claimed) == ["s1", "s2", "s4"]
+    assert await queue.claim(clock.now, 10, 30, "w", skip=["s0", "s3", "s5"]) == []
+    both = await queue.claim(clock.now, 10, 30, "ws", only=["s0", "s1", "s3"], skip=["s3"])
+    assert [d.event.subscription_id for d in both] == ["s0"]  # s1 is leased already
+    state = await queue.status("s5")
+    assert state is not None and (state.failures, state.last_delivered) == (0, 0)
+    (pending,) = await queue.events("s5")
+    assert (pending.state, pending.attempts, pending.owner) == ("pending", 0, None)
+    (late,) = await queue.claim(clock.now, 10, 30, "ws", only=["s5"])
+    assert late.id == pending.id
+
+
+async def test_claim_filter_sizes(repo: Repository, clock: FakeClock) -> None:
+    """Filters of many ids (padded to few statement shapes in SQL); too many is refused."""
+    queue = repo.subscriptions
+    subs = [f"s{i:03}" for i in range(40)]
+    await queue.enqueue(Batch(D, 1, [event(s, 1) for s in subs]))
+    await activate(repo, *subs)
+    others = [f"x{i}" for i in range(300)]
+    claimed = await queue.claim(clock.now, 100, 30, "w", only=subs[:17] + others, skip=subs[:5])
+    assert sorted(d.event.subscription_id for d in claimed) == subs[5:17]
+    rest = await queue.claim(clock.now, 100, 30, "w", skip=others + subs[30:])
+    assert sorted(d.event.subscription_id for d in rest) == subs[:5] + subs[17:30]
+    with pytest.raises(ValueError, match="at most"):
+        await queue.claim(clock.now, 10, 30, "w", skip=[f"y{i}" for i in range(MAX + 1)])
+    with pytest.raises(ValueError, match="at most"):
+        await queue.claim(clock.now, 10, 30, "w", only=[f"y{i}" for i in range(MAX + 1)])
+
+
+async def test_release_hands_the_delivery_back(repo: Repository, clock: FakeClock) -> None:
+    """A claimer that is not the one to send it gives the lease back: no attempt counted,
+    the same event is claimable at once and keeps its place in order."""
+    queue = repo.subscriptions
+    await queue.enqueue(Batch(D, 2, [event("a", 1), event("a", 2)]))
+    await activate(repo, "a")
+    (first,) = await queue.claim(clock.now, 10, 60, "w")
+    assert not await queue.release(first.id, "other")
+    assert await queue.release(first.id, "w")
+    assert not await queue.release(first.id, "w")  # not held any more
+    state = await queue.status("a")
+    assert state is not None and (state.failures, state.next_attempt) == (0, clock.now)
+    (again,) = await queue.claim(clock.now, 10, 60, "ws", only=["a"])
+    assert (again.id, again.attempts, again.error, again.owner) == (first.id, 0, None, "ws")
+    assert await queue.delivered(again.id, "ws")
+    (second,) = await queue.claim(clock.now, 10, 60, "ws", only=["a"])
+    assert second.event.number == 2
 
 
 async def test_failures_back_off_and_keep_order(repo: Repository, clock: FakeClock) -> None:

@@ -379,23 +379,44 @@ def test_consent_changed(
     assert fires(matcher, topics["consent-changed"], interaction, previous, current) is expected
 
 
-# -- missed medication dose (event-based) ---------------------------------------------------
-def test_missed_dose_is_an_event_topic(matcher: Matcher, topics: dict[str, CompiledTopic]) -> None:
-    topic = topics["missed-medication-dose"]
-    (event,) = topic.topic.event_triggers
-    assert (event.resource, event.code) == ("MedicationRequest", "missed-medication-dose")
-    assert topic.triggers == ()
-    request = {
-        "resourceType": "MedicationRequest",
-        "id": "m1",
-        "status": "active",
-        "intent": "order",
+# -- missed medication dose -----------------------------------------------------------------
+def missed_dose(status: str = "not-done", system: str = "urn:healthbridge:missed-dose") -> Any:
+    """A MedicationAdministration as the missed-dose scheduler records it."""
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": "ma1",
+        "identifier": [{"system": system, "value": "m1/2024-03-01T08:00:00Z"}],
+        "status": status,
+        "statusReason": [{"text": "No administration recorded by the due time plus grace period"}],
         "medicationCodeableConcept": {
             "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}]
         },
         "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-03-01T08:00:00Z",
+        "request": {"reference": "MedicationRequest/m1"},
     }
-    assert not fires(matcher, topic, "create", None, request)
+
+
+MISSED_DOSES = [
+    ("create", None, missed_dose(), True),
+    ("create", None, missed_dose("completed"), False),  # a dose given
+    ("create", None, missed_dose(system="urn:other"), False),  # staff recording a dose not given
+    ("update", missed_dose(), missed_dose(), False),  # each missed dose notifies once
+    ("delete", missed_dose(), None, False),
+]
+
+
+@pytest.mark.parametrize(("interaction", "previous", "current", "expected"), MISSED_DOSES)
+def test_missed_dose(
+    matcher: Matcher,
+    topics: dict[str, CompiledTopic],
+    interaction: Interaction,
+    previous: Any,
+    current: Any,
+    expected: bool,
+) -> None:
+    topic = topics["missed-medication-dose"]
+    assert fires(matcher, topic, interaction, previous, current) is expected
 
 
 def test_shipped_json_is_untouched_by_loading() -> None:

@@ -35,6 +35,7 @@ from tests.subscriptions.api import (
 )
 from tests.support import databases
 from tests.support.databases import BACKEND_PARAMS, PostgresDatabase, sqlite_url
+from tests.support.http_receiver import Answer, Received
 
 FAST: dict[str, Any] = {"subscription_retry_base_seconds": 0.1}
 
@@ -236,6 +237,53 @@ def test_every_event_once_across_a_restart(tmp_path: Path) -> None:
         assert numbers == ["1", "2"]
         for _, got in inbox.arrivals:
             assert verify_signature(secret, got.headers[HEADER.lower()], got.body)
+    finally:
+        inbox.close()
+
+
+def test_a_delivery_in_flight_at_shutdown_is_handed_back(tmp_path: Path) -> None:
+    """A server stopped while its worker waits for a slow receiver hands the delivery back:
+    the next server sends it at once, not after the lease (notification timeout + 10 s)."""
+    slow = [True]
+
+    def answer(got: Received) -> Answer:
+        inbox.arrivals.append((time.monotonic(), got))
+        if status_of(json.loads(got.body))["type"] == "event-notification" and slow[0]:
+            slow[0] = False
+            return Answer(200, delay_s=3.0)  # the server is stopped meanwhile
+        return Answer(200)
+
+    inbox = Inbox()
+    inbox.receiver.answer = answer
+    try:
+        first = harness(tmp_path, inbox.receiver, "sqlite", **FAST)
+        h = next(first)
+        _subscribe(h, inbox, token(h, "admin", USER_SCOPES))
+        inbox.wait_for(1)
+        writer = token(h, "admin", USER_SCOPES)
+        _write(h, writer, "p1")
+        inbox.wait_for(2)  # event 1 is in flight
+        first.close()
+        settings = Settings(
+            data_dir=tmp_path,
+            access_log=False,
+            public_base_url=FHIR,
+            rate_limits=False,
+            outbound_allowed_hosts=[inbox.receiver.host],
+        )
+
+        async def factory() -> Repository:
+            return await open_repository(sqlite_url(tmp_path), migrate=True)
+
+        started = time.monotonic()
+        with TestClient(create_app(settings, repository_factory=factory), base_url=BASE):
+            inbox.wait_for(3, timeout=8.0)
+        assert time.monotonic() - started < 8.0
+        numbers = [
+            status_of(n)["events"][0]["event-number"]["valueString"]
+            for n in inbox.notifications()[1:]
+        ]
+        assert numbers == ["1", "1"]  # at least once: sent again by the next server
     finally:
         inbox.close()
 

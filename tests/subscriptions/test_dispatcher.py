@@ -110,3 +110,24 @@ def test_the_cursor_waits_at_a_gap_until_the_timeout(feature: SubscriptionsFeatu
     clock.now = 61.0
     assert dispatcher._advance(1, rows[1:]) == 4
     assert dispatcher._advance(4, []) == 4
+
+
+async def test_one_process_dispatches_at_a_time_and_another_takes_over(tmp_path: Path) -> None:
+    """The dispatcher lease: of two processes' dispatchers over one database one leads; when it
+    stops renewing (it died) the other takes over once the lease has run out."""
+    repo = MemoryRepository()
+    settings = Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir")
+    first = SubscriptionsFeature(settings, repo, load_definitions())
+    second = SubscriptionsFeature(settings, repo, load_definitions())
+    assert await first.dispatcher._leading()
+    assert not await second.dispatcher._leading()
+    lease = first.dispatcher.lease
+    assert lease is not None
+    record = await repo.records.get_record("lease", lease.name)
+    assert record is not None and record.expires is not None
+    await repo.records.put_record(  # the first one's lease runs out without renewal
+        "lease", lease.name, record.value, datetime.now(UTC), if_version=record.version
+    )
+    assert await second.dispatcher._leading()
+    first.dispatcher._renewed = -1e9  # its next renewal is due
+    assert not await first.dispatcher._leading()

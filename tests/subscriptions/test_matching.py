@@ -13,7 +13,7 @@ import pytest
 
 from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import InvalidRequest
-from healthbridge.subscriptions.matching import CompiledSubscription, Matcher
+from healthbridge.subscriptions.matching import CompiledSubscription, CompiledTopic, Matcher
 from healthbridge.subscriptions.subscription import parse_subscription
 from healthbridge.subscriptions.topics import Interaction, Topic, parse_topic
 from tests.subscriptions.topic_samples import backport_subscription, filters, json_topic
@@ -285,3 +285,22 @@ def test_change_indexes_each_version_once(matcher: Matcher) -> None:
     change = matcher.change("update", encounter("in-progress"), encounter("finished"))
     assert change.rows(current=True) is change.rows(current=True)
     assert change.rows(current=False) is not change.rows(current=True)
+
+
+def test_a_topic_is_evaluated_once_per_change_however_many_subscribe(matcher: Matcher) -> None:
+    """Many subscriptions share a topic: its criteria (FHIRPath included) run once per change."""
+    compiled = matcher.compile_topic(parse_topic(json_topic()))
+    calls: list[int] = []
+
+    class Counting:
+        def fires(self, change: Any) -> bool:
+            calls.append(1)
+            return compiled.triggers[0].fires(change)
+
+    shared = CompiledTopic(compiled.topic, (Counting(),))  # type: ignore[arg-type]
+    change = matcher.change("update", encounter("in-progress"), encounter("finished"))
+    assert all(shared.fires(change) for _ in range(30))
+    assert len(calls) == 1
+    another = matcher.change("update", encounter("planned"), encounter("finished"))
+    assert shared.fires(another)
+    assert len(calls) == 2

@@ -34,6 +34,7 @@ from healthbridge.audit.events import AuditSource, change_entry
 from healthbridge.audit.patients import PatientFinder
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.tasks import stopping
 from healthbridge.store.audit import AuditEntry
 from healthbridge.store.jobs import STALE_AFTER, Job
 from healthbridge.store.repository import OutboxEvent, Repository
@@ -231,9 +232,13 @@ class OutboxRelay:
                 if count < self.batch_size:
                     await asyncio.sleep(self.poll_seconds)
             except FhirError as exc:  # the database is unavailable: try again shortly
+                if stopping():
+                    raise
                 _log.warning("audit relay failed; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
             except Exception:  # anything else: say so loudly, and go on after a pause
+                if stopping():
+                    raise
                 _log.exception("audit relay failed unexpectedly; retrying")
                 await asyncio.sleep(5.0)
 

@@ -16,12 +16,12 @@ outer request's access context.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.fhir.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
@@ -128,6 +128,7 @@ class Router:
         policy: AccessPolicy | None = None,
         limiter: RateLimiter | None = None,
         recorder: AuditRecorder | None = None,
+        websockets: Mapping[str, ASGIApp] | None = None,
     ) -> None:
         self.ctx = ctx
         self.operations = operations
@@ -139,6 +140,9 @@ class Router:
         rate-limit middleware); bundle entries are paid for by their Bundle."""
         self.recorder = recorder
         """Audits every request (rest/auditing.py); None only in tests of the router."""
+        self.websockets = dict(websockets or {})
+        """Websocket endpoints by path (features authenticate their own, e.g. the
+        subscriptions' websocket channel with its binding tokens)."""
         if authenticator is not None and policy is None:
             raise ValueError("an authenticator needs an access policy to enforce")
         if ctx.bundles is not None:  # bundle entries are answered as requests of their own
@@ -320,7 +324,14 @@ class Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry for every path under ``/fhir/``: FhirError becomes its OperationOutcome;
-        browser apps get CORS (rest/cors.py)."""
+        browser apps get CORS (rest/cors.py). Websockets go to their endpoint, if any."""
+        if scope["type"] == "websocket":
+            endpoint = self.websockets.get(scope["path"])
+            if endpoint is None:
+                await send({"type": "websocket.close", "code": 1008, "reason": "no endpoint"})
+                return
+            await endpoint(scope, receive, send)
+            return
         if has_origin(scope):
             if is_preflight(scope):
                 await preflight(send)

@@ -161,6 +161,19 @@ class AccessPolicy:
             return repository
         return AccessControlled(repository, access, self)  # type: ignore[return-value]
 
+    async def may_read(self, access: AccessContext, stored: StoredResource) -> bool:
+        """Would ``access`` be shown ``stored`` (a version already read) by a vread? The checks
+        of :meth:`wrap`'s vread without reading it again (the subscription dispatcher holds
+        every version it matches)."""
+        if access.unrestricted:
+            return True
+        checks = _Checks(access, self)
+        try:
+            decision = checks.allow(stored.resource_type, "vread")
+        except FhirError:
+            return False
+        return await checks.visible(decision, stored)
+
 
 def _patients_referenced(resource: Resource) -> set[str]:
     """The ids of the Patients any ``reference`` in ``resource`` names (relative or absolute,

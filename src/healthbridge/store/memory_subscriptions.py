@@ -9,7 +9,7 @@ event) may be claimed: the head's due time, or the end of the lease it is under.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -21,6 +21,7 @@ from healthbridge.store.subscriptions import (
     SubscriptionEvent,
     SubscriptionState,
     SubscriptionStatus,
+    check_claim_filter,
 )
 
 
@@ -96,13 +97,29 @@ class MemorySubscriptions:
     async def dispatcher_cursor(self, name: str) -> int:
         return self._cursors.get(name, 0)
 
-    async def claim(self, now: datetime, limit: int, lease_s: float, owner: str) -> list[Delivery]:
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_s: float,
+        owner: str,
+        *,
+        only: Collection[str] | None = None,
+        skip: Collection[str] = (),
+    ) -> list[Delivery]:
+        check_claim_filter(only, skip)
         now = utc(now)
         until = now + timedelta(seconds=lease_s)
+        wanted = None if only is None else set(only)
+        skipped = set(skip)
         ready = [
             s
             for s in self._states.values()
-            if s.status == "active" and s.next_attempt is not None and s.next_attempt <= now
+            if s.status == "active"
+            and s.next_attempt is not None
+            and s.next_attempt <= now
+            and (wanted is None or s.subscription_id in wanted)
+            and s.subscription_id not in skipped
         ]
         ready.sort(key=lambda s: (s.next_attempt, s.subscription_id))
         claimed: list[Delivery] = []
@@ -174,6 +191,18 @@ class MemorySubscriptions:
             error=error,
         )
         self._settle(dead, success=False)
+        return True
+
+    async def release(self, id: int, owner: str) -> bool:
+        delivery = self._owned(id, owner)
+        if delivery is None:
+            return False
+        self._deliveries[id] = replace(delivery, owner=None, lease_until=None)
+        subscription_id = delivery.event.subscription_id
+        next_attempt = self._next_attempt(subscription_id, self._now())
+        self._states[subscription_id] = replace(
+            self._states[subscription_id], next_attempt=next_attempt
+        )
         return True
 
     async def set_status(

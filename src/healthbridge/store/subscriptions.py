@@ -18,11 +18,15 @@ Semantics shared by every backend (memory fake :mod:`.memory_subscriptions`, SQL
   undelivered event number of that subscription: event n+1 is never handed out before n was
   delivered or dead-lettered. Only subscriptions in status ``active`` are served. A lease
   expires: the delivery of a worker that died is handed out again (at-least-once). Of
-  concurrent claimers, in this process or others, no two get the same delivery.
+  concurrent claimers, in this process or others, no two get the same delivery. ``only`` and
+  ``skip`` narrow a claim to some subscriptions or keep it off others (the websocket channel:
+  its deliveries go to the connection bound to the subscription, never to the generic worker,
+  https://hl7.org/fhir/uv/subscriptions-backport/channels.html#websockets).
 * ``delivered``/``failed``/``dead_letter`` act only for the owner of the lease (False
   otherwise, changing nothing). ``failed`` keeps the delivery pending until ``retry_at``
   (the caller computes the backoff); ``dead_letter`` gives up on it (kept for inspection and
-  :meth:`DeliveryQueue.redeliver`) and lets the next event of the subscription go.
+  :meth:`DeliveryQueue.redeliver`) and lets the next event of the subscription go; ``release``
+  hands it back untried (due at once, no attempt or failure counted).
 * A subscription unknown to the queue is created by its first ``enqueue`` in status
   ``requested`` (nothing is delivered until :meth:`DeliveryQueue.set_status` makes it
   ``active``), or by ``set_status``.
@@ -30,7 +34,7 @@ Semantics shared by every backend (memory fake :mod:`.memory_subscriptions`, SQL
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -41,6 +45,16 @@ DeliveryState = Literal["pending", "delivered", "dead"]
 STATUSES: tuple[SubscriptionStatus, ...] = ("requested", "active", "error", "off")
 LAST_EVENT = 2**62
 """Larger than any event number (the default upper bound of :meth:`DeliveryQueue.events`)."""
+MAX_CLAIM_FILTER = 8192
+"""Most subscription ids one :meth:`DeliveryQueue.claim` may name in ``only`` and in ``skip``
+(each; SQL binds one parameter per id); more is a ``ValueError``."""
+
+
+def check_claim_filter(only: Collection[str] | None, skip: Collection[str]) -> None:
+    """``ValueError`` when ``only`` or ``skip`` names more than :data:`MAX_CLAIM_FILTER` ids."""
+    for name, ids in (("only", only or ()), ("skip", skip)):
+        if len(ids) > MAX_CLAIM_FILTER:
+            raise ValueError(f"claim: {name} names {len(ids)} ids, at most {MAX_CLAIM_FILTER}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +135,20 @@ class DeliveryQueue(Protocol):
         """The ``after_seq`` of the last batch of dispatcher ``name``; 0 when it never ran."""
         ...
 
-    async def claim(self, now: datetime, limit: int, lease_s: float, owner: str) -> list[Delivery]:
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_s: float,
+        owner: str,
+        *,
+        only: Collection[str] | None = None,
+        skip: Collection[str] = (),
+    ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries to ``owner`` until ``now + lease_s``: per active
-        subscription at most one, its lowest undelivered event, none held by a live lease."""
+        subscription at most one, its lowest undelivered event, none held by a live lease.
+        ``only`` (when given) claims just those subscriptions (none when empty), ``skip`` never
+        those; each names at most :data:`MAX_CLAIM_FILTER` ids."""
         ...
 
     async def delivered(self, id: int, owner: str) -> bool:
@@ -136,6 +161,11 @@ class DeliveryQueue(Protocol):
 
     async def dead_letter(self, id: int, owner: str, error: str) -> bool:
         """Give up on the delivery (kept for inspection and replay); the next event goes."""
+        ...
+
+    async def release(self, id: int, owner: str) -> bool:
+        """Hand the leased delivery back untried: due at once for the next claimer, with no
+        attempt and no failure counted (a claimer that is not the one to send it)."""
         ...
 
     async def set_status(

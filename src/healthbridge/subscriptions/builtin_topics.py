@@ -17,8 +17,9 @@ appointment-changed         an Appointment becomes cancelled or its start change
                             ``%previous``/``%current``)
 encounter-start-discharge   an Encounter becomes in-progress, or finished, or gets a period.end
 consent-changed             a Consent is created, or becomes inactive or rejected
-missed-medication-dose      event-based (``eventTrigger``): a dose scheduler, not built yet, will
-                            raise it; no write triggers it
+missed-medication-dose      the missed-dose scheduler (:mod:`.missed_doses`) records a scheduled
+                            dose with no administration by its due time plus grace as a not-done
+                            MedicationAdministration (identifier urn:healthbridge:missed-dose|...)
 ==========================  ==========================================================
 
 Critical ranges (``data/critical-ranges.json``, or ranges the server is configured with) become a

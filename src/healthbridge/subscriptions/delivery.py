@@ -15,6 +15,9 @@ Each worker (one per process; several processes share the queue's leases) claims
   (at once when the failure is permanent, e.g. 410 Gone or a refused address); after
   ``max_failures`` consecutive failures the subscription goes to ``error`` with the reason.
 
+Websocket subscriptions are left to the connections bound to them (:mod:`.websocket_hub`):
+the worker skips them when it claims, and hands back untried one it claimed before it knew.
+
 Every notification sent is audited as a disclosure of its focus to the subscription's owner:
 an IHE BALP ``read`` AuditEvent (https://profiles.ihe.net/ITI/BALP/) whose agent is the owner
 (client, user, launch patient), whose entity is the focus version (and its Patient), outcome
@@ -37,10 +40,17 @@ from healthbridge.audit.records import AuditRecord, Who
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.tasks import stopping
 from healthbridge.security.access import AccessPolicy
 from healthbridge.store.repository import Repository
-from healthbridge.store.subscriptions import Delivery, DeliveryQueue, SubscriptionEvent
+from healthbridge.store.subscriptions import (
+    MAX_CLAIM_FILTER,
+    Delivery,
+    DeliveryQueue,
+    SubscriptionEvent,
+)
 from healthbridge.subscriptions.channels.base import DeliveryResult
+from healthbridge.subscriptions.channels.websocket import is_websocket, websocket_ids
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.notifications import Event
 from healthbridge.subscriptions.sender import Sender, instant
@@ -90,6 +100,7 @@ class DeliveryWorker:
         self._rng = rng
         self.recorder = recorder
         self._wake = asyncio.Event()
+        self._in_flight: set[int] = set()  # delivery ids claimed and not settled yet
 
     def wake(self) -> None:
         """New events were queued in this process: look now rather than at the next poll."""
@@ -97,23 +108,47 @@ class DeliveryWorker:
 
     async def step(self) -> int:
         """Claim and deliver once; how many deliveries were tried."""
+        subscriptions = await self.live.get()
+        websockets = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
         claimed = await self.queue.claim(
-            datetime.now(UTC), self.batch_size, self.lease_s, self.owner
+            datetime.now(UTC),
+            self.batch_size,
+            self.lease_s,
+            self.owner,
+            skip=websockets[:MAX_CLAIM_FILTER],  # sent by their connections (websocket_hub)
         )
         if claimed:
-            subscriptions = await self.live.get()
-            if any(d.event.subscription_id not in subscriptions for d in claimed):
-                subscriptions = await self.live.get(stale=True)  # made by another process
-            await asyncio.gather(
-                *(self._deliver(d, subscriptions.get(d.event.subscription_id)) for d in claimed)
-            )
+            ids = {d.id for d in claimed}
+            self._in_flight |= ids  # until settled; at shutdown handed back (release_in_flight)
+            try:
+                if any(d.event.subscription_id not in subscriptions for d in claimed):
+                    subscriptions = await self.live.get(stale=True)  # made by another process
+                await asyncio.gather(
+                    *(self._deliver(d, subscriptions.get(d.event.subscription_id)) for d in claimed)
+                )
+            except Exception:
+                self._in_flight -= ids  # their leases run out; the next claim retries them
+                raise
+            self._in_flight -= ids
         return len(claimed)
+
+    async def release_in_flight(self) -> None:
+        """At shutdown (the worker's task cancelled): hand back the deliveries it held, so that
+        the next worker sends them at once rather than after their lease (one may have reached
+        its endpoint already: delivery is at least once)."""
+        held, self._in_flight = self._in_flight, set()
+        for id in sorted(held):
+            with contextlib.suppress(Exception):
+                await self.queue.release(id, self.owner)
 
     async def _deliver(self, delivery: Delivery, live: Live | None) -> None:
         if live is None:
             await self.queue.dead_letter(delivery.id, self.owner, "the subscription is not live")
             return
-        found = await self._event(live, delivery.event)
+        if is_websocket(live.subscription):  # made by another process; not ours to send
+            await self.queue.release(delivery.id, self.owner)
+            return
+        found = await self.event(live, delivery.event)
         if found is None:
             await self.queue.dead_letter(
                 delivery.id, self.owner, "the subscription's owner may no longer read the focus"
@@ -137,7 +172,7 @@ class DeliveryWorker:
             status_code=result.status_code,
             error=result.error,
         )
-        self._audit(live, delivery, content, result)
+        self.audit(live, delivery, content, result)
         if result.ok:
             await self.queue.delivered(delivery.id, self.owner)
         else:
@@ -159,9 +194,7 @@ class DeliveryWorker:
             await self.queue.set_status(live.id, "error", reason)
             _log.warning("subscription set to error", subscription=live.id, reason=reason)
 
-    def _audit(
-        self, live: Live, delivery: Delivery, content: bytes, result: DeliveryResult
-    ) -> None:
+    def audit(self, live: Live, delivery: Delivery, content: bytes, result: DeliveryResult) -> None:
         """The notification as a disclosure to the owner (module docstring)."""
         if self.recorder is None:
             return
@@ -181,7 +214,7 @@ class DeliveryWorker:
             )
         )
 
-    async def _event(self, live: Live, recorded: SubscriptionEvent) -> tuple[Event, bytes] | None:
+    async def event(self, live: Live, recorded: SubscriptionEvent) -> tuple[Event, bytes] | None:
         """The notification event and the focus content, read as the owner may (None: it may
         not)."""
         interaction = recorded.extra.get("interaction", "update")
@@ -209,11 +242,17 @@ class DeliveryWorker:
         """Deliver forever; database trouble is logged and retried."""
         while True:
             try:
-                if await self.step() < self.batch_size:
+                # Claim again at once after any work: a claim hands out one delivery per
+                # subscription, so a backlog's next event is claimable only now.
+                if await self.step() == 0:
                     await self._pause()
             except FhirError as exc:
+                if stopping():
+                    raise
                 _log.warning("subscription delivery failed; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
             except Exception:
+                if stopping():
+                    raise
                 _log.exception("subscription delivery failed unexpectedly; retrying")
                 await asyncio.sleep(5.0)

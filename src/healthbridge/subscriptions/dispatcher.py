@@ -2,27 +2,34 @@
 
 Backport IG: https://hl7.org/fhir/uv/subscriptions-backport/workflow.html (handshake, then
 event notifications) and https://hl7.org/fhir/uv/subscriptions-backport/safety_security.html.
-One per server process follows the outbox from the delivery queue's cursor ``subscriptions``:
+One server process at a time (the holder of the ``subscription-dispatcher`` lease,
+:mod:`.lease`; another takes over within the lease's length when it dies) follows the outbox
+from the delivery queue's cursor ``subscriptions``:
 
 * each change's current version (and the version before, for updates and deletes) is read back
   from the repository and matched against the live subscriptions (:mod:`.live`);
-* an event is recorded only when the subscription's owner may read the focus: the read goes
-  through :meth:`AccessPolicy.wrap` with the owner's access context (a patient app hears only
-  about its own patient; the checks of any API read apply);
-* the events of a batch and the cursor move in one queue transaction. Several processes may run
-  it at once: the queue skips an event already recorded for the same (subscription, outbox
-  row), so none is numbered twice.
+* an event is recorded only when the subscription's owner may read the focus: the version read
+  for matching is checked with :meth:`AccessPolicy.may_read` under the owner's access context
+  (the checks of any API vread: a patient app hears only about its own patient);
+* the events of a batch and the cursor move in one queue transaction. Should two processes run
+  it at once (a lease taken over while its old holder still runs, or no lease), the queue skips
+  an event already recorded for the same (subscription, outbox row), so none is numbered twice,
+  and a dispatcher whose cursor was moved past rows it never saw reloads the live
+  subscriptions first if a Subscription changed among them.
 * Commit order is not seq order on PostgreSQL: rows beyond a missing seq are matched at once, but
   the cursor stops before the gap until the seq appears or ``gap_timeout`` passes (a rolled-back
   transaction leaves a permanent gap), as the audit relay does (audit/relay.py).
 
 New subscriptions (queue status ``requested``) get the handshake; a delivered handshake makes
-them ``active``, a failed one ``error`` with the reason.
+them ``active``, a failed one ``error`` with the reason. Websocket subscriptions become
+``active`` at once: their handshake is sent on the socket when a client binds
+(:mod:`.websocket`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,9 +38,12 @@ from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.tasks import stopping
 from healthbridge.security.access import AccessPolicy
-from healthbridge.store.repository import OutboxEvent, Repository
+from healthbridge.store.repository import OutboxEvent, Repository, StoredResource
 from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
+from healthbridge.subscriptions.channels.websocket import is_websocket
+from healthbridge.subscriptions.lease import Lease
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.matching import Change, Matcher
 from healthbridge.subscriptions.owners import LIVE
@@ -62,6 +72,7 @@ class Dispatcher:
         gap_timeout: float = 60.0,
         on_queued: Callable[[], None] = lambda: None,
         handshake_lease_s: float = 60.0,
+        lease: Lease | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repository = repository  # unrestricted; the owners' access is applied per event
@@ -81,12 +92,16 @@ class Dispatcher:
         self._handshakes_at = -1e9
         self._waiting: dict[int, float] = {}  # Subscription rows waiting for their owner
         self.owner_wait = 10.0
+        self._seen = -1  # the cursor as this process last left or checked it (-1: not yet)
+        self.lease = lease
+        self._renewed = -1e9
 
     async def step(self) -> int:
         """Match what is new once; the number of outbox rows looked at."""
         cursor = await self.queue.dispatcher_cursor(NAME)
         rows = await self.repository.outbox_since(cursor, self.batch_size)
         changed = any(r.resource_type in WATCHED and r.seq not in self._handled for r in rows)
+        changed = await self._changed_elsewhere(cursor) or changed
         subscriptions = await self.live.get(stale=changed)
         rows, subscriptions = await self._ready(rows, subscriptions)
         fresh = [r for r in rows if r.seq not in self._handled]
@@ -101,7 +116,21 @@ class Dispatcher:
             self._on_queued()
         self._handled = {seq for seq in self._handled | {r.seq for r in fresh} if seq > after}
         self._waiting = {seq: t for seq, t in self._waiting.items() if seq > after}
+        self._seen = max(self._seen, after)
         return len(fresh)
+
+    async def _changed_elsewhere(self, cursor: int) -> bool:
+        """Did another process move the cursor over a Subscription or topic change that this
+        one never looked at? Then the live subscriptions must be reloaded before matching,
+        or the changes after it would be matched against the old set (and lost for a new
+        subscription) until the set's ``max_age`` passes."""
+        seen = self._seen  # moved on at the end of a step that went through
+        if seen < 0 or cursor - seen > 10 * self.batch_size:
+            return True  # the first step, or far behind: reload rather than read it all
+        if cursor <= seen:
+            return False
+        skipped = await self.repository.outbox_since(seen, cursor - seen)
+        return any(r.resource_type in WATCHED for r in skipped if r.seq <= cursor)
 
     async def _ready(
         self, rows: list[OutboxEvent], subscriptions: dict[str, Live]
@@ -142,44 +171,52 @@ class Dispatcher:
             cursor = row.seq
         return cursor
 
-    async def _versions(self, row: OutboxEvent) -> tuple[Resource | None, Resource | None]:
+    async def _versions(
+        self, row: OutboxEvent
+    ) -> tuple[StoredResource | None, StoredResource | None]:
         """The previous and current versions of the changed resource (None where none)."""
         current = None
         if row.method != "delete":
-            current = await self._version(row.resource_type, row.id, row.version_id)
+            current = await self._stored(row.resource_type, row.id, row.version_id)
         previous = None
         if row.version_id > 1:
-            previous = await self._version(row.resource_type, row.id, row.version_id - 1)
+            previous = await self._stored(row.resource_type, row.id, row.version_id - 1)
         return previous, current
 
-    async def _version(self, resource_type: str, id: str, version: int) -> Resource | None:
+    async def _stored(self, resource_type: str, id: str, version: int) -> StoredResource | None:
         try:
             stored = await self.repository.vread(resource_type, id, version)
         except FhirError:
             return None
-        return None if stored.deleted else jsonformat.loads(stored.content)
+        return None if stored.deleted else stored
+
+    async def _version(self, resource_type: str, id: str, version: int) -> Resource | None:
+        stored = await self._stored(resource_type, id, version)
+        return None if stored is None else jsonformat.loads(stored.content)
 
     async def _match(self, row: OutboxEvent, subscriptions: dict[str, Live]) -> list[NewEvent]:
         if row.resource_type == "Subscription" or not subscriptions:
             return []
-        previous, current = await self._versions(row)
-        if previous is None and current is None:
+        before, after = await self._versions(row)
+        focus = after or before
+        if focus is None:
             return []
+        previous = jsonformat.loads(before.content) if before is not None else None
+        current = jsonformat.loads(after.content) if after is not None else None
         # an update that created the resource (or brought a deleted one back) is a create
         interaction: Interaction = "create" if previous is None else row.method
         change = self.matcher.change(interaction, previous, current)
-        focus_version = row.version_id if current is not None else row.version_id - 1
         found = []
         now = datetime.now(UTC)
         for live in subscriptions.values():
             if ended(live, now):
                 continue  # past its Subscription.end (timekeeping.py turns it off)
-            if await self._triggers(live, change, row) and await self._readable(
-                live, row, focus_version
-            ):
+            if await self._triggers(live, change, row) and await self.policy.may_read(
+                live.owner.access(), focus
+            ):  # the owner may read the focus version (else: no event, and nothing said)
                 extra = {"interaction": interaction}
                 found.append(
-                    NewEvent(live.id, row.seq, row.resource_type, row.id, focus_version, extra)
+                    NewEvent(live.id, row.seq, row.resource_type, row.id, focus.version_id, extra)
                 )
         return found
 
@@ -192,21 +229,15 @@ class Dispatcher:
             _log.exception("subscription matching failed", subscription=live.id, seq=row.seq)
             return False
 
-    async def _readable(self, live: Live, row: OutboxEvent, version: int) -> bool:
-        """May the owner read the focus version? (Not: no event, and nothing said.)"""
-        scoped = self.policy.wrap(self.repository, live.owner.access())
-        try:
-            await scoped.vread(row.resource_type, row.id, version)
-        except FhirError:
-            return False
-        return True
-
     async def handshakes(self, subscriptions: dict[str, Live]) -> None:
         """Send the handshake of every live subscription the queue has as ``requested``; of
         several processes one sends it (a record claims it; it expires if that one dies)."""
         for live in subscriptions.values():
             state = await self.queue.status(live.id)
             if state is not None and state.status != "requested":
+                continue
+            if is_websocket(live.subscription):  # its handshake goes over the socket on bind
+                await self.queue.set_status(live.id, "active")
                 continue
             expires = datetime.now(UTC) + timedelta(seconds=self.handshake_lease_s)
             key = f"{live.id}/{live.version}"
@@ -219,15 +250,43 @@ class Dispatcher:
                 await self.queue.set_status(live.id, "error", f"handshake: {result.error}")
             _log.info("subscription handshake", id=live.id, ok=result.ok, error=result.error)
 
+    async def _leading(self) -> bool:
+        """Hold (or take, or renew) the dispatcher lease; True while this process holds it.
+        Renewed every third of its length, not every step."""
+        if self.lease is None:
+            return True
+        now = self._clock()
+        if now - self._renewed < self.lease.seconds / 3:
+            return True
+        if await self.lease.hold():
+            self._renewed = now
+            return True
+        self._renewed = -1e9
+        self._seen = -1  # whoever leads moves the cursor: reload before matching again
+        return False
+
+    async def resign(self) -> None:
+        """At shutdown: give the lease up, so that another process leads at once."""
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await self.lease.release()
+
     async def run(self) -> None:
-        """Dispatch forever; database trouble is logged and retried."""
+        """Dispatch forever (while holding the lease); database trouble is logged and
+        retried."""
         while True:
             try:
-                if await self.step() < self.batch_size:
+                if not await self._leading():
+                    await asyncio.sleep(1.0)
+                elif await self.step() < self.batch_size:
                     await asyncio.sleep(self.poll_seconds)
             except FhirError as exc:
+                if stopping():
+                    raise
                 _log.warning("subscription dispatcher failed; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
             except Exception:
+                if stopping():
+                    raise
                 _log.exception("subscription dispatcher failed unexpectedly; retrying")
                 await asyncio.sleep(5.0)

@@ -16,6 +16,8 @@ import uuid
 from datetime import timedelta
 from typing import Any, Final
 
+from starlette.types import ASGIApp
+
 from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.search.parse import SearchParser
@@ -24,20 +26,31 @@ from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
-from healthbridge.subscriptions import replay
+from healthbridge.subscriptions import replay, websocket
 from healthbridge.subscriptions.builtin_topics import builtin_topics
 from healthbridge.subscriptions.channels.registry import Channels, channels_config
 from healthbridge.subscriptions.delivery import DeliveryWorker, RetryPolicy
 from healthbridge.subscriptions.dispatcher import Dispatcher
+from healthbridge.subscriptions.lease import Lease
 from healthbridge.subscriptions.lifecycle import SubscriptionWrites
 from healthbridge.subscriptions.live import LiveSubscriptions
 from healthbridge.subscriptions.matching import Matcher
+from healthbridge.subscriptions.missed_doses import missed_dose_scheduler
 from healthbridge.subscriptions.operations import SubscriptionOperations
 from healthbridge.subscriptions.owners import Owners
 from healthbridge.subscriptions.sender import Sender
 from healthbridge.subscriptions.timekeeping import Timekeeper
 from healthbridge.subscriptions.topic_catalog import TopicCatalog
+from healthbridge.subscriptions.websocket_hub import WebsocketHub
+from healthbridge.subscriptions.websocket_tokens import (
+    WS_PATH,
+    BindingTokenOperation,
+    BindingTokens,
+)
 
+DISPATCHER: Final = "subscription-dispatcher"
+DISPATCHER_LEASE_S: Final = 10.0
+"""One process dispatches at a time; another takes over this long after it dies."""
 TOPIC_CANONICAL: Final = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
     "capabilitystatement-subscriptiontopic-canonical"
@@ -81,7 +94,7 @@ class SubscriptionsFeature:
                 max_failures=settings.subscription_max_failures,
             ),
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            lease_s=settings.subscription_timeout_seconds + 30,
+            lease_s=settings.subscription_timeout_seconds + 10,
             recorder=recorder,
         )
         self.dispatcher = Dispatcher(
@@ -90,8 +103,9 @@ class SubscriptionsFeature:
             self.matcher,
             policy,
             self.sender,
-            on_queued=self.worker.wake,
+            on_queued=self._queued,
             handshake_lease_s=settings.subscription_timeout_seconds + 30,
+            lease=Lease(repository.records, DISPATCHER, self.worker.owner, DISPATCHER_LEASE_S),
         )
         self.timekeeper = Timekeeper(
             repository,
@@ -99,7 +113,27 @@ class SubscriptionsFeature:
             self.sender,
             retention=timedelta(hours=settings.subscription_retention_hours),
         )
+        self.missed_doses = missed_dose_scheduler(
+            settings,
+            repository,
+            definitions,
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        )
+        self.ws_tokens = BindingTokens(repository.records, settings.subscription_ws_token_seconds)
+        self.hub = WebsocketHub(repository, self.live, self.worker, self.sender)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _queued(self) -> None:
+        """The dispatcher queued events: the worker and the websocket hub look now."""
+        self.worker.wake()
+        self.hub.wake()
+
+    def websockets(self) -> dict[str, ASGIApp]:
+        """The websocket channel's endpoint by path (:mod:`.websocket`), for the FHIR router."""
+        serve = websocket.endpoint(
+            self.hub, self.ws_tokens, self.live, self.sender, self.repository.subscriptions
+        )
+        return {WS_PATH: serve}
 
     def register(self, hooks: WriteHooks) -> None:
         hooks.register("Subscription", self.writes)
@@ -111,6 +145,9 @@ class SubscriptionsFeature:
                 self.catalog, self.owners, self.settings.fhir_base_url()
             ).operations(),
             replay.operation(),
+            *BindingTokenOperation(
+                self.catalog, self.owners, self.ws_tokens, self.settings.fhir_base_url()
+            ).operations(),
         ]
 
     def capability_extensions(self) -> dict[str, list[dict[str, Any]]]:
@@ -129,11 +166,21 @@ class SubscriptionsFeature:
             asyncio.create_task(self.dispatcher.run(), name="subscription-dispatcher"),
             asyncio.create_task(self.worker.run(), name="subscription-delivery"),
             asyncio.create_task(self.timekeeper.run(), name="subscription-timekeeping"),
+            asyncio.create_task(self.hub.run(), name="subscription-websockets"),
         ]
+        if self.missed_doses is not None:  # one process scans at a time (it holds the lease)
+            self._tasks.append(
+                asyncio.create_task(self.missed_doses.run(), name="subscription-missed-doses")
+            )
         return self._tasks
 
     async def close(self) -> None:
+        await self.hub.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.worker.release_in_flight()
+        await self.dispatcher.resign()
+        if self.missed_doses is not None:
+            await self.missed_doses.close()
         await self.channels.aclose()

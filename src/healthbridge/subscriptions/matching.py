@@ -23,8 +23,8 @@ other types do not restrict it. Classic criteria follow R4 (subscription.html): 
 of a resource that matches; deletes do not notify.
 
 Everything is compiled once: a topic's criteria per :class:`Topic` value, a subscription's filters
-per :class:`Subscription`; a change's index rows are extracted at most once per version, however
-many subscriptions look at it.
+per :class:`Subscription`; a change's index rows are extracted at most once per version and each
+topic evaluated at most once per change, however many subscriptions look at it.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ class Change:
         self.resource_type: str = focus["resourceType"]
         self._indexer = indexer
         self._rows: dict[bool, dict[str, list[IndexValue]]] = {}
+        self.fired: dict[int, bool] = {}
+        """Topic (by the id of its compiled form) -> whether it fires for this change: many
+        subscriptions share a topic, its criteria (FHIRPath above all) run once per change."""
 
     def rows(self, current: bool) -> dict[str, list[IndexValue]]:
         """Index rows of the current (or previous) version."""
@@ -122,8 +125,12 @@ class CompiledTopic:
     triggers: tuple[CompiledTrigger, ...]
 
     def fires(self, change: Change) -> bool:
-        """True when some resource trigger of the topic fires for ``change``."""
-        return any(t.fires(change) for t in self.triggers)
+        """True when some resource trigger of the topic fires for ``change`` (worked out once
+        per change, :attr:`Change.fired`)."""
+        known = change.fired.get(id(self))
+        if known is None:
+            known = change.fired[id(self)] = any(t.fires(change) for t in self.triggers)
+        return known
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ notifications (:mod:`.channels.signature`). They live in the record store (kind
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -55,16 +56,12 @@ class Owner:
         return self == Owner.of(self.subscription_id, self.secret, self.status, access)
 
     def access(self) -> AccessContext:
-        """The owner's access context (its scopes and launch patient), for the dispatcher."""
+        """The owner's access context (its scopes and launch patient), for the dispatcher;
+        one object per distinct owner, so that its decisions are memoized across events."""
         if self.unrestricted:
             return UNRESTRICTED
-        return AccessContext(
-            scopes=parse_scopes(self.scopes),
-            patient=self.patient,
-            fhir_user=self.fhir_user,
-            client_id=self.client_id,
-            subject=self.subject,
-            roles=frozenset(self.roles),
+        return _access(
+            self.scopes, self.patient, self.fhir_user, self.client_id, self.subject, self.roles
         )
 
     def value(self) -> dict[str, Any]:
@@ -94,6 +91,25 @@ class Owner:
             roles=tuple(value.get("roles") or ()),
             unrestricted=bool(value.get("unrestricted")),
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _access(
+    scopes: str,
+    patient: str | None,
+    fhir_user: str | None,
+    client_id: str | None,
+    subject: str | None,
+    roles: tuple[str, ...],
+) -> AccessContext:
+    return AccessContext(
+        scopes=parse_scopes(scopes),
+        patient=patient,
+        fhir_user=fhir_user,
+        client_id=client_id,
+        subject=subject,
+        roles=frozenset(roles),
+    )
 
 
 def owner_key(access: AccessContext) -> tuple[str | None, bool]:

@@ -28,6 +28,7 @@ from typing import Final
 from healthbridge.fhir.datetimes import parse_instant
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.tasks import stopping
 from healthbridge.store.repository import Repository
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.sender import Sender
@@ -129,8 +130,12 @@ class Timekeeper:
                 await self.step()
                 await asyncio.sleep(self.tick_seconds)
             except FhirError as exc:
+                if stopping():
+                    raise
                 _log.warning("subscription timekeeping failed; retrying", error=str(exc))
                 await asyncio.sleep(5.0)
             except Exception:
+                if stopping():
+                    raise
                 _log.exception("subscription timekeeping failed unexpectedly; retrying")
                 await asyncio.sleep(5.0)

@@ -55,6 +55,15 @@ def head_attempt() -> ScalarSelect[Any]:
     )
 
 
+def filter_size(count: int) -> int:
+    """The length a claim filter of ``count`` ids is padded to: the next power of two."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
+def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
+    return [bindparam(f"{prefix}{i}") for i in range(count)]
+
+
 def _unleased() -> ColumnElement[bool]:
     return or_(_d.lease_until.is_(None), _d.lease_until <= bindparam("now"))
 
@@ -89,6 +98,7 @@ class SubscriptionStatements:
         self._administering()
         self._replaying()
         self._heads: dict[int, Statement] = {}
+        self._ready: dict[tuple[int | None, int], Statement] = {}
         self._lease: dict[int, Statement] = {}
         self._hold: dict[int, Statement] = {}
 
@@ -121,14 +131,6 @@ class SubscriptionStatements:
     def _claiming(self) -> None:
         c = compile_statement
         d = self.dialect
-        self.ready = c(
-            select(_s.subscription_id)
-            .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
-            .order_by(_s.next_attempt)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True),
-            d,
-        )
         self.lock_of = c(
             select(_s.subscription_id)
             .where(
@@ -154,6 +156,13 @@ class SubscriptionStatements:
         self.dead = _finish(d, state="dead", attempts=_d.attempts + 1, error=bindparam("error"))
         self.settle_delivered = _settle(d, success=True)
         self.settle_failed = _settle(d, success=False)
+        self.release = _finish(d)
+        self.settle_released = compile_statement(
+            update(subscription_state)
+            .where(_s.subscription_id == bindparam("sub"))
+            .values(next_attempt=head_attempt()),
+            d,
+        )
 
     def _administering(self) -> None:
         c = compile_statement
@@ -247,6 +256,26 @@ class SubscriptionStatements:
         return upsert.on_conflict_do_update(
             index_elements=[_s.subscription_id], set_=change
         ).returning(*subscription_state.columns)
+
+    def ready(self, only: int | None, skip: int) -> Statement:
+        """Up to ``:limit`` active subscriptions due at ``:now``, locked: of ``:only0``... when
+        ``only`` is not None, never ``:skip0``... (``only`` and ``skip`` ids bound; callers pad
+        the lists to :func:`filter_size` with repeats so that few shapes are compiled)."""
+        statement = self._ready.get((only, skip))
+        if statement is None:
+            query = (
+                select(_s.subscription_id)
+                .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
+                .order_by(_s.next_attempt)
+                .limit(bindparam("limit"))
+                .with_for_update(skip_locked=True)
+            )
+            if only is not None:
+                query = query.where(_s.subscription_id.in_(_binds("only", only)))
+            if skip:
+                query = query.where(_s.subscription_id.not_in(_binds("skip", skip)))
+            statement = self._ready[(only, skip)] = compile_statement(query, self.dialect)
+        return statement
 
     def heads(self, count: int) -> Statement:
         """The claimable lowest pending delivery of each of subscriptions ``:sub0``..."""

@@ -21,7 +21,7 @@ so PostgreSQL transactions do not deadlock:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from healthbridge.store.sql.subscription_statements import (
     DELIVERY_COLUMNS,
     STATE_COLUMNS,
     SubscriptionStatements,
+    filter_size,
 )
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
@@ -41,6 +42,7 @@ from healthbridge.store.subscriptions import (
     SubscriptionEvent,
     SubscriptionState,
     SubscriptionStatus,
+    check_claim_filter,
 )
 
 assert DELIVERY_COLUMNS[:2] == ("id", "subscription_id") and len(STATE_COLUMNS) == 7
@@ -172,15 +174,30 @@ class SqlSubscriptions:
         row = await self._engine.fetch_one(self._sql.cursor, self._sql.cursor.bind(name=name))
         return 0 if row is None else int(row[0])
 
-    async def claim(self, now: datetime, limit: int, lease_s: float, owner: str) -> list[Delivery]:
-        if limit <= 0:
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_s: float,
+        owner: str,
+        *,
+        only: Collection[str] | None = None,
+        skip: Collection[str] = (),
+    ) -> list[Delivery]:
+        check_claim_filter(only, skip)
+        if limit <= 0 or (only is not None and not only):
             return []
         at = to_micros(now)
         until = to_micros(now + timedelta(seconds=lease_s))
         sql = self._sql
+        only_ids = _padded("only", only) if only is not None else None
+        skip_ids = _padded("skip", skip) if skip else {}
+        ready_of = sql.ready(None if only_ids is None else len(only_ids), len(skip_ids))
+        filters = {**(only_ids or {}), **skip_ids}
 
         async def work(session: Session) -> list[Row]:
-            ready = await session.fetch_all(sql.ready, sql.ready.bind(now=at, limit=limit))
+            args = ready_of.bind(now=at, limit=limit, **filters)
+            ready = await session.fetch_all(ready_of, args)
             if not ready:
                 return []
             subs = {f"sub{i}": row[0] for i, row in enumerate(ready)}
@@ -237,6 +254,9 @@ class SqlSubscriptions:
     async def dead_letter(self, id: int, owner: str, error: str) -> bool:
         sql = self._sql
         return await self._finish(id, owner, sql.dead, sql.settle_failed, error=error)
+
+    async def release(self, id: int, owner: str) -> bool:
+        return await self._finish(id, owner, self._sql.release, self._sql.settle_released)
 
     async def set_status(
         self, subscription_id: str, status: SubscriptionStatus, error: str | None = None
@@ -295,6 +315,13 @@ class SqlSubscriptions:
             return len(await session.fetch_all(statement, args))
 
         return await self._engine.write_all(work)
+
+
+def _padded(prefix: str, ids: Collection[str]) -> dict[str, str]:
+    """``ids`` as bind values ``<prefix>0``..., padded with repeats to :func:`filter_size`."""
+    unique = sorted(set(ids))
+    size = filter_size(len(unique))
+    return {f"{prefix}{i}": unique[min(i, len(unique) - 1)] for i in range(size)}
 
 
 def _leased(delivery: Delivery, owner: str, until: datetime) -> Delivery:

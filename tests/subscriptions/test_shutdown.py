@@ -1,0 +1,51 @@
+"""Background loops stop when cancelled, even when the cancellation surfaces as another error.
+
+A step interrupted by ``Task.cancel()`` may come out of a driver or store as some other
+exception; a loop that retries after any error must still end, or shutdown waits for it
+forever (infra/tasks.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healthbridge.fhir.definitions import load_definitions
+from healthbridge.fhir.errors import FhirError
+from healthbridge.settings import Settings
+from healthbridge.store.memory import MemoryRepository
+from healthbridge.subscriptions.feature import SubscriptionsFeature
+
+
+def _masking(error: BaseException) -> Any:
+    async def step(*_args: object) -> Any:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise error from None  # the interruption, reported as something else
+
+    return step
+
+
+@pytest.mark.parametrize("error", [RuntimeError("driver"), FhirError("database unavailable")])
+async def test_every_subscription_loop_ends_on_cancel(tmp_path: Path, error: Exception) -> None:
+    feature = SubscriptionsFeature(
+        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
+        MemoryRepository(),
+        load_definitions(),
+    )
+    feature.dispatcher.step = _masking(error)  # type: ignore[method-assign]
+    feature.worker.step = _masking(error)  # type: ignore[method-assign]
+    feature.timekeeper.step = _masking(error)  # type: ignore[method-assign]
+    loops = [feature.dispatcher.run(), feature.worker.run(), feature.timekeeper.run()]
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=3)
+    assert not pending, [t.get_coro() for t in pending]
+    assert all(t.cancelled() or isinstance(t.exception(), type(error)) for t in done)
+    await feature.close()
