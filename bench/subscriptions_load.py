@@ -20,10 +20,17 @@ notification). Then:
    Per notification, commit-to-delivery latency = arrival at the receiver minus the write's
    ``meta.lastUpdated`` (and, as a check, minus the moment the client had the 201). Reports
    notifications/s delivered, p50/p95/p99/max, and any notification missing or unexpected.
-4. **Write throughput with the subscriptions active** (the same ``wrk`` run), then again without
-   (subscriptions deleted); the ratio is *with* over the mean of the two *without* runs.
+4. **Write throughput with the subscriptions active**, the same ``wrk`` run twice: writes for
+   patients no subscription names (every write is matched against all of them, none triggers:
+   the cost of having them active), then, after a pause for the dispatcher to catch up, writes
+   that each trigger ``--fanout`` notifications (the server delivers as fast as it can while the
+   writes go on: the cost of notifying at saturation). Then again without (subscriptions
+   deleted); each ratio is *with* over the mean of the two *without* runs.
 
 Targets (issue): p99 <= 1 s at 200 notifications/s, write ratio >= 0.8.
+
+``BENCH_KEEP_DATABASE=1`` keeps the scratch PostgreSQL database (its delivery rows say when each
+event was queued and delivered); ``BENCH_SERVER_LOG`` and ``BENCH_LOG_LEVEL`` keep the server's log.
 
 Run: ``python -m bench subscriptions [--rate R] [--seconds 30] [--subscriptions 100]
 [--fanout 2] [--workers 2] [--ratio-seconds 10] [--postgres URL]``. Needs ``wrk``. The default
@@ -68,6 +75,7 @@ OTHER_TOPICS = (
 )
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 POTASSIUM = "http://loinc.org|2823-3"
+SETTLE_S = 5.0  # between phases: the dispatcher and workers catch up
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 OBSERVATION = (
     '{"resourceType": "Observation", "status": "final", '
@@ -421,12 +429,13 @@ def run(args: argparse.Namespace, work: Path, database: str) -> dict[str, Any]:
         cmd, env = healthbridge(work, database, args.workers, port)
         env |= {
             "HEALTHBRIDGE_ACCESS_LOG": "false",
-            "HEALTHBRIDGE_LOG_LEVEL": "warning",
+            "HEALTHBRIDGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
             "HEALTHBRIDGE_OUTBOUND_ALLOWED_HOSTS": f"127.0.0.1:{receiver_port}",
             "HEALTHBRIDGE_SUBSCRIPTION_MAX_PER_CLIENT": str(args.subscriptions + 10),
         }
         base = f"http://127.0.0.1:{port}/fhir"
-        with process(cmd, env, f"http://127.0.0.1:{port}/readyz", work / "server.log"):
+        log = Path(os.environ.get("BENCH_SERVER_LOG", work / "server.log"))
+        with process(cmd, env, f"http://127.0.0.1:{port}/readyz", log):
             return measure(args, work, base, port, receiver, rate)
     finally:
         inbox.kill()
@@ -444,12 +453,6 @@ def measure(
     group_of, ids = subscribe(base, made)
     handshakes_s = wait_for_handshakes(receiver, ids)
     print(
-        f"closed-loop writes no subscription matches, {len(ids)} active "
-        f"({args.ratio_seconds} s)...",
-        flush=True,
-    )
-    unmatched = closed_loop(port, wrk_script(work, made.groups, matching=False), args.ratio_seconds)
-    print(
         f"{len(ids)} subscriptions active ({len(group_of)} matching, fan-out {args.fanout}); "
         f"open-loop {rate:g} writes/s for {args.seconds} s...",
         flush=True,
@@ -466,6 +469,13 @@ def measure(
         "writes_failed": failed,
         "handshakes_s": round(handshakes_s, 1),
     }
+    print(
+        f"closed-loop writes no subscription matches, {len(ids)} active "
+        f"({args.ratio_seconds} s)...",
+        flush=True,
+    )
+    unmatched = closed_loop(port, wrk_script(work, made.groups, matching=False), args.ratio_seconds)
+    time.sleep(SETTLE_S)  # the dispatcher catches up with those writes
     print(f"closed-loop writes, {len(ids)} subscriptions ({args.ratio_seconds} s)...", flush=True)
     with_subscriptions = closed_loop(port, script, args.ratio_seconds)
     delete_all(base, ids)
@@ -546,8 +556,10 @@ def main() -> None:
         try:
             results = run(args, work, database)
         finally:
-            if args.postgres:
+            if args.postgres and not os.environ.get("BENCH_KEEP_DATABASE"):
                 drop_database(args.postgres, database)
+            elif args.postgres:
+                print(f"kept {database}")
     results |= {
         "backend": "postgresql" if args.postgres else "sqlite",
         "workers": args.workers,

@@ -108,29 +108,38 @@ class DeliveryWorker:
 
     async def step(self) -> int:
         """Claim and deliver once; how many deliveries were tried."""
+        claimed = await self._claim(self.batch_size)
+        await asyncio.gather(*(self._settle(d, live) for d, live in claimed))
+        return len(claimed)
+
+    async def _claim(self, limit: int) -> list[tuple[Delivery, Live | None]]:
+        """Up to ``limit`` due deliveries leased to this worker, with their subscriptions;
+        in flight (:meth:`release_in_flight`) until :meth:`_settle` is done with them."""
         subscriptions = await self.live.get()
         websockets = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
         claimed = await self.queue.claim(
             datetime.now(UTC),
-            self.batch_size,
+            limit,
             self.lease_s,
             self.owner,
             skip=websockets[:MAX_CLAIM_FILTER],  # sent by their connections (websocket_hub)
         )
-        if claimed:
-            ids = {d.id for d in claimed}
-            self._in_flight |= ids  # until settled; at shutdown handed back (release_in_flight)
-            try:
-                if any(d.event.subscription_id not in subscriptions for d in claimed):
-                    subscriptions = await self.live.get(stale=True)  # made by another process
-                await asyncio.gather(
-                    *(self._deliver(d, subscriptions.get(d.event.subscription_id)) for d in claimed)
-                )
-            except Exception:
-                self._in_flight -= ids  # their leases run out; the next claim retries them
-                raise
-            self._in_flight -= ids
-        return len(claimed)
+        self._in_flight |= {d.id for d in claimed}
+        if any(d.event.subscription_id not in subscriptions for d in claimed):
+            subscriptions = await self.live.get(stale=True)  # made by another process
+        return [(d, subscriptions.get(d.event.subscription_id)) for d in claimed]
+
+    async def _settle(self, delivery: Delivery, live: Live | None) -> None:
+        """Deliver one claimed delivery. Cancelled (shutdown): it stays in flight, to be
+        handed back; failed otherwise: its lease runs out and a later claim retries it."""
+        try:
+            await self._deliver(delivery, live)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._in_flight.discard(delivery.id)
+            raise
+        self._in_flight.discard(delivery.id)
 
     async def release_in_flight(self) -> None:
         """At shutdown (the worker's task cancelled): hand back the deliveries it held, so that
@@ -239,20 +248,40 @@ class DeliveryWorker:
         self._wake.clear()
 
     async def run(self) -> None:
-        """Deliver forever; database trouble is logged and retried."""
-        while True:
-            try:
-                # Claim again at once after any work: a claim hands out one delivery per
-                # subscription, so a backlog's next event is claimable only now.
-                if await self.step() == 0:
-                    await self._pause()
-            except FhirError as exc:
-                if stopping():
-                    raise
-                _log.warning("subscription delivery failed; retrying", error=str(exc))
-                await asyncio.sleep(1.0)
-            except Exception:
-                if stopping():
-                    raise
-                _log.exception("subscription delivery failed unexpectedly; retrying")
-                await asyncio.sleep(5.0)
+        """Deliver forever, up to ``batch_size`` deliveries at once: a claim is made whenever
+        one settles (a subscription's next event is claimable only once the one before it is
+        settled) or new events are queued, not once a whole batch is done. Database trouble is
+        logged and retried."""
+        running: set[asyncio.Task[None]] = set()
+
+        def settled(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._wake.set()
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("subscription delivery failed", error=repr(task.exception()))
+
+        try:
+            while True:
+                try:
+                    free = self.batch_size - len(running)
+                    claimed = await self._claim(free) if free > 0 else []
+                    for delivery, live in claimed:
+                        task = asyncio.create_task(self._settle(delivery, live))
+                        running.add(task)
+                        task.add_done_callback(settled)
+                    if not claimed:
+                        await self._pause()
+                except FhirError as exc:
+                    if stopping():
+                        raise
+                    _log.warning("subscription delivery failed; retrying", error=str(exc))
+                    await asyncio.sleep(1.0)
+                except Exception:
+                    if stopping():
+                        raise
+                    _log.exception("subscription delivery failed unexpectedly; retrying")
+                    await asyncio.sleep(5.0)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)

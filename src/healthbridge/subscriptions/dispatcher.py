@@ -108,9 +108,10 @@ class Dispatcher:
         if changed or self._clock() - self._handshakes_at >= self.live.max_age:
             self._handshakes_at = self._clock()
             await self.handshakes(subscriptions)
-        events: list[NewEvent] = []
-        for row in fresh:
-            events += await self._match(row, subscriptions)
+        # the rows' versions are read concurrently (PostgreSQL: one round trip each, in
+        # parallel over the pool); events keep the rows' order
+        matched = await asyncio.gather(*(self._match(row, subscriptions) for row in fresh))
+        events = [event for found in matched for event in found]
         after = self._advance(cursor, rows)
         if (events or after > cursor) and await self.queue.enqueue(Batch(NAME, after, events)):
             self._on_queued()
