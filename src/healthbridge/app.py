@@ -147,7 +147,9 @@ def _fhir_router(
         profiles.catalog.on_change(capabilities.refresh)
     if subscriptions is not None:
         subscriptions.catalog.on_change(capabilities.refresh)
-    policy = AccessPolicy(search)
+    policy = AccessPolicy(
+        search, private_owners=subscriptions.ownership if subscriptions is not None else None
+    )
     return Router(
         ctx,
         operations,

@@ -20,10 +20,9 @@ from tests.support.http_receiver import Answer, Received, Receiver
 LAB_TOPIC = "http://healthbridge.dev/fhir/SubscriptionTopic/lab-result-available"
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category"
 PATIENT_SCOPES = "launch/patient openid fhirUser patient/*.rs user/Subscription.cruds"
-"""A patient-context app (SMART launch/patient) that may manage subscriptions. patient/ scopes
-cannot write Subscription (not part of a patient's record, security/access.py), and the
-authorization server narrows a patient user's user/ scopes to patient/ ones, so the app is
-launched by a practitioner who picks the patient; its reads stay confined to that patient."""
+"""A patient-context app (SMART launch/patient) launched by a practitioner who picks the
+patient, that may manage subscriptions (user/Subscription.cruds); its reads stay confined to that
+patient. (A patient signing in themselves uses patient/Subscription scopes instead.)"""
 USER_SCOPES = "openid fhirUser user/*.cruds"
 
 

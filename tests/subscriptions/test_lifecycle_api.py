@@ -281,3 +281,46 @@ def test_one_transaction_cannot_pass_the_cap(
         )
         assert done.status_code == 200, done.text
         assert len(h.run(Owners(h.repo.records).all())) == 2
+
+
+SELF_SCOPES = "launch/patient openid fhirUser patient/*.rs patient/Subscription.cruds"
+
+
+def test_a_patient_signing_in_subscribes_and_only_the_owner_changes_it(
+    h: Harness, receiver: Receiver
+) -> None:
+    """A patient signing in themselves (patient/ scopes only) may subscribe: the subscription is
+    theirs, confined to their own record. Nobody but its owner, an administrator or a backend
+    service may change or delete a subscription: to another user it does not exist (404)."""
+    pat = token(h, "pat", SELF_SCOPES)
+    made = h.client.post(
+        "/fhir/Subscription", json=subscription(receiver.url()), headers=bearer(pat)
+    )
+    assert made.status_code == 201, made.text
+    id = made.json()["id"]
+    owner = h.run(Owners(h.repo.records).get(id))
+    assert owner is not None and owner.patient == "p1" and owner.access().patient == "p1"
+    assert owner.fhir_user == "Patient/p1"
+
+    doc = token(h, "doc", USER_SCOPES)  # user/*.cruds, but not the owner
+    body = made.json() | {"reason": "taken over"}
+    taken = h.client.put(f"/fhir/Subscription/{id}", json=body, headers=bearer(doc))
+    assert taken.status_code == 404, taken.text
+    gone = h.client.delete(f"/fhir/Subscription/{id}", headers=bearer(doc))
+    assert gone.status_code == 404, gone.text
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Subscription/{id}"}}],
+    }
+    assert h.client.post("/fhir", json=bundle, headers=bearer(doc)).status_code == 404
+    kept = h.run(Owners(h.repo.records).get(id))
+    assert kept is not None and kept.subject == "pat"
+
+    changed = h.client.put(f"/fhir/Subscription/{id}", json=body, headers=bearer(pat))
+    assert changed.status_code == 200, changed.text
+    assert h.client.delete(f"/fhir/Subscription/{id}", headers=bearer(pat)).status_code in (
+        200,
+        204,
+    )
+    assert h.run(Owners(h.repo.records).get(id)) is None

@@ -109,6 +109,14 @@ class ConsentHook(Protocol):
     async def narrow(self, access: AccessContext, query: SearchQuery) -> SearchQuery: ...
 
 
+class PrivateOwners(Protocol):
+    """Who owns a :data:`PRIVATE` resource (a Subscription: the client and user that wrote
+    it, recorded by the subscriptions feature). Only its owner, an administrator or a backend
+    service may change or delete it; to anyone else it does not exist (404)."""
+
+    async def owns(self, access: AccessContext, resource_type: str, id: str) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LabelPolicy:
     """Resources carrying one of ``hidden`` in ``meta.security`` are seen only by tokens whose
@@ -125,6 +133,7 @@ class AccessPolicy:
     search: SearchParser  # the app's parser: it follows custom SearchParameters
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     consent: ConsentHook | None = None
+    private_owners: PrivateOwners | None = None
     _indexer: tuple[Definitions, Indexer] | None = None
     _unlabelled: tuple[Definitions, dict[str, Clause]] | None = None
 
@@ -407,8 +416,10 @@ class _Checks:
         return consent is None or await consent.permits(self.access, resource)
 
     def check_write(self, decision: Decision, resource_type: str, resource: Resource) -> None:
-        """403 unless ``resource`` may be written under ``decision``."""
-        if decision.patient is not None:
+        """403 unless ``resource`` may be written under ``decision``. A patient-context token
+        may write a :data:`PRIVATE` resource (its own Subscription: what it is sent is read
+        under the same confinement), none of another patient's record."""
+        if decision.patient is not None and resource_type not in PRIVATE:
             patient = self.confined(decision, resource_type)
             if patient is None:
                 raise Forbidden(
@@ -604,11 +615,21 @@ class AccessControlled:
 
     # -- writes --------------------------------------------------------------------------
     async def _guard_existing(self, decision: Decision, resource_type: str, id: str) -> bool:
-        """Whether ``resource_type/id`` exists live; 404 when it is hidden from this token."""
+        """Whether ``resource_type/id`` exists live; 404 when it is hidden from this token (or
+        a :data:`PRIVATE` resource it does not own)."""
         try:
             current = await self.inner.read(resource_type, id)
         except (NotFound, Gone):  # nothing to protect
             return False
+        owners = self.checks.policy.private_owners
+        if (
+            resource_type in PRIVATE
+            and owners is not None
+            and decision.context != "system"
+            and "admin" not in self.checks.access.roles
+            and not await owners.owns(self.checks.access, resource_type, id)
+        ):
+            raise not_found(resource_type, id)
         if not await self.checks.visible(decision, current):
             raise not_found(resource_type, id)
         if self.checks.redact(current) is not current:

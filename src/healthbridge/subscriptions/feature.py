@@ -37,7 +37,7 @@ from healthbridge.subscriptions.live import LiveSubscriptions
 from healthbridge.subscriptions.matching import Matcher
 from healthbridge.subscriptions.missed_doses import missed_dose_scheduler
 from healthbridge.subscriptions.operations import SubscriptionOperations
-from healthbridge.subscriptions.owners import Owners
+from healthbridge.subscriptions.owners import Owners, Ownership
 from healthbridge.subscriptions.sender import Sender
 from healthbridge.subscriptions.timekeeping import Timekeeper
 from healthbridge.subscriptions.topic_catalog import TopicCatalog
@@ -72,6 +72,7 @@ class SubscriptionsFeature:
         self.matcher = Matcher(definitions)
         self.channels = Channels(channels_config(settings))
         self.owners = Owners(repository.records)
+        self.ownership = Ownership(self.owners)  # who may change or delete a Subscription
         self.writes = SubscriptionWrites(
             self.catalog,
             self.matcher,

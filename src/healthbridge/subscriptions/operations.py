@@ -50,11 +50,7 @@ MAX_EVENTS = 100
 def may_inspect(owner: Owner | None, access: AccessContext) -> bool:
     if access.unrestricted or is_admin(access) or "system" in access.scopes.contexts:
         return True
-    return owner is not None and (owner.client_id, owner.subject, owner.patient) == (
-        access.client_id,
-        access.subject,
-        access.patient,
-    )
+    return owner is not None and owner.held_by(access)
 
 
 class SubscriptionOperations:

@@ -51,6 +51,14 @@ class Owner:
             unrestricted=access.unrestricted,
         )
 
+    def held_by(self, access: AccessContext) -> bool:
+        """Is ``access`` this owner's client, user and launch patient (whatever its scopes)?"""
+        return (self.client_id, self.subject, self.patient) == (
+            access.client_id,
+            access.subject,
+            access.patient,
+        )
+
     def same_principal(self, access: AccessContext) -> bool:
         """True when ``access`` is the owner again (same client, user and authorization)."""
         return self == Owner.of(self.subscription_id, self.secret, self.status, access)
@@ -154,3 +162,17 @@ class Owners:
             and o.subscription_id != besides
             and (o.client_id, o.unrestricted) == key
         )
+
+
+class Ownership:
+    """The Subscription owners for the access policy
+    (:class:`healthbridge.security.access.PrivateOwners`): only a subscription's owner (its
+    client, user and launch patient) changes or deletes it; administrators and backend
+    services are let through by the policy itself."""
+
+    def __init__(self, owners: Owners) -> None:
+        self.owners = owners
+
+    async def owns(self, access: AccessContext, resource_type: str, id: str) -> bool:
+        owner = await self.owners.get(id)
+        return owner is not None and owner.held_by(access)
