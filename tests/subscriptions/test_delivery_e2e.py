@@ -131,6 +131,49 @@ def test_handshake_then_events_in_order_signed_and_only_the_owners_patient(
     }
 
 
+def test_the_topics_notification_shape_rides_along_as_the_owner_reads_it(
+    h: Harness, inbox: Inbox
+) -> None:
+    """The lab topic's shape includes the Observation's patient: a full-resource notification
+    carries Patient/p1 as additional context, read with the owner's access (a patient app of
+    p1 may read it), once per notification."""
+    _subscribe(h, inbox, patient_token(h, "p1"))
+    inbox.wait_for(1)
+    focus, _ = _write(h, token(h, "admin", USER_SCOPES), "p1")
+    note = inbox.wait_for(2)[1]
+    [event] = status_of(note)["events"]
+    assert event["focus"]["valueReference"]["reference"].endswith(f"Observation/{focus}")
+    assert event["additional-context"]["valueReference"]["reference"].endswith("Patient/p1")
+    shown = [e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in note["entry"][1:]]
+    assert shown == [f"Observation/{focus}", "Patient/p1"]
+    assert note["entry"][2]["request"] == {"method": "GET", "url": "Patient/p1"}
+
+
+def test_a_shape_resource_the_owner_may_not_read_is_left_out(h: Harness, inbox: Inbox) -> None:
+    """An Observation of p1 pointing at an Encounter of p2: p1's app is sent its own Patient,
+    never the other patient's Encounter (includes are checked like any search include)."""
+    admin = token(h, "admin", USER_SCOPES)
+    other = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/p2"},
+    }
+    made = h.client.put("/fhir/Encounter/e-p2", json=other | {"id": "e-p2"}, headers=bearer(admin))
+    assert made.status_code in (200, 201), made.text
+    _subscribe(h, inbox, patient_token(h, "p1"))
+    inbox.wait_for(1)
+    body = observation("p1") | {"encounter": {"reference": "Encounter/e-p2"}}
+    written = h.client.post("/fhir/Observation", json=body, headers=bearer(admin))
+    assert written.status_code == 201, written.text
+    note = inbox.wait_for(2)[1]
+    shown = [e["fullUrl"].split("/fhir/")[1] for e in note["entry"][1:]]
+    assert shown == [f"Observation/{written.json()['id']}", "Patient/p1"]
+    assert not any(e["fullUrl"].endswith("/Encounter/e-p2") for e in note["entry"])
+    [event] = status_of(note)["events"]
+    assert event["additional-context"]["valueReference"]["reference"].endswith("Patient/p1")
+
+
 def test_a_failed_delivery_is_retried(tmp_path: Path) -> None:
     """The receiver answers 500 once: the event arrives again after the backoff, then the
     next ones, still in order."""
@@ -202,6 +245,22 @@ def test_a_failed_handshake_sets_error(tmp_path: Path) -> None:
         inbox.close()
 
 
+def _restarted(tmp_path: Path, inbox: Inbox) -> TestClient:
+    """A new server on the SQLite database of an earlier one (its lifespan runs in ``with``)."""
+    settings = Settings(
+        data_dir=tmp_path,
+        access_log=False,
+        public_base_url=FHIR,
+        rate_limits=False,
+        outbound_allowed_hosts=[inbox.receiver.host],
+    )
+
+    async def factory() -> Repository:
+        return await open_repository(sqlite_url(tmp_path), migrate=True)
+
+    return TestClient(create_app(settings, repository_factory=factory), base_url=BASE)
+
+
 def test_every_event_once_across_a_restart(tmp_path: Path) -> None:
     """SQLite: a server stopped right after a write, and a new one on the same database: the
     receiver gets the handshake once and events 1 and 2 exactly once, in order (the cursor,
@@ -215,18 +274,7 @@ def test_every_event_once_across_a_restart(tmp_path: Path) -> None:
         writer = token(h, "admin", USER_SCOPES)
         _write(h, writer, "p1")
         first.close()  # the lifespan ends: tasks cancelled, database closed
-        settings = Settings(
-            data_dir=tmp_path,
-            access_log=False,
-            public_base_url=FHIR,
-            rate_limits=False,
-            outbound_allowed_hosts=[inbox.receiver.host],
-        )
-
-        async def factory() -> Repository:
-            return await open_repository(sqlite_url(tmp_path), migrate=True)
-
-        with TestClient(create_app(settings, repository_factory=factory), base_url=BASE) as again:
+        with _restarted(tmp_path, inbox) as again:
             made = again.post("/fhir/Observation", json=observation("p1"), headers=bearer(writer))
             assert made.status_code == 201, made.text
             inbox.wait_for(3)
@@ -264,19 +312,8 @@ def test_a_delivery_in_flight_at_shutdown_is_handed_back(tmp_path: Path) -> None
         _write(h, writer, "p1")
         inbox.wait_for(2)  # event 1 is in flight
         first.close()
-        settings = Settings(
-            data_dir=tmp_path,
-            access_log=False,
-            public_base_url=FHIR,
-            rate_limits=False,
-            outbound_allowed_hosts=[inbox.receiver.host],
-        )
-
-        async def factory() -> Repository:
-            return await open_repository(sqlite_url(tmp_path), migrate=True)
-
         started = time.monotonic()
-        with TestClient(create_app(settings, repository_factory=factory), base_url=BASE):
+        with _restarted(tmp_path, inbox):
             inbox.wait_for(3, timeout=8.0)
         assert time.monotonic() - started < 8.0
         numbers = [

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,26 @@ async def test_one_process_dispatches_at_a_time_and_another_takes_over(tmp_path:
     assert await second.dispatcher._leading()
     first.dispatcher._renewed = -1e9  # its next renewal is due
     assert not await first.dispatcher._leading()
+
+
+async def test_changes_no_subscription_looks_at_are_not_read(
+    feature: SubscriptionsFeature,
+) -> None:
+    """Only Observation subscriptions live: a Patient change moves the cursor without the
+    dispatcher reading its versions; an Observation change is read and matched."""
+    feature.dispatcher.handshakes = _no_handshakes  # type: ignore[method-assign]
+    id = await _subscribe(feature, UNRESTRICTED)
+    read: list[str] = []
+    stored = feature.dispatcher._stored
+
+    async def counting(resource_type: str, id: str, version: int) -> Any:
+        read.append(resource_type)
+        return await stored(resource_type, id, version)
+
+    feature.dispatcher._stored = counting  # type: ignore[method-assign]
+    repo = feature.repository
+    await repo.update("Patient", "p3", {"resourceType": "Patient", "id": "p3"})
+    focus = (await repo.create("Observation", observation("p1"))).id
+    await feature.dispatcher.step()
+    assert await _numbers(feature, id) == [focus]
+    assert "Patient" not in read and "Observation" in read

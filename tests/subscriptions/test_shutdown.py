@@ -49,3 +49,29 @@ async def test_every_subscription_loop_ends_on_cancel(tmp_path: Path, error: Exc
     assert not pending, [t.get_coro() for t in pending]
     assert all(t.cancelled() or isinstance(t.exception(), type(error)) for t in done)
     await feature.close()
+
+
+async def test_a_cancellation_that_arrives_as_the_worker_wakes_is_not_lost(tmp_path: Path) -> None:
+    """A cancellation that arrives as the worker is woken from its pause between claims ends
+    it (the pause uses asyncio.timeout: Python 3.11's asyncio.wait_for may return normally
+    when cancelled just as its awaitable completes, and the loop would go on)."""
+    feature = SubscriptionsFeature(
+        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
+        MemoryRepository(),
+        load_definitions(),
+    )
+    worker = feature.worker
+    worker.poll_seconds = 60.0
+
+    async def claim_nothing(limit: int) -> list[Any]:
+        return []
+
+    worker._claim = claim_nothing  # type: ignore[method-assign]
+    for _ in range(20):
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.01)  # now waiting in the pause
+        worker.wake()  # the event is set ...
+        task.cancel()  # ... and the task cancelled in the same turn of the loop
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert done, "the worker went on after being cancelled"
+    await feature.close()

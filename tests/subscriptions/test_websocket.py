@@ -146,9 +146,9 @@ def closed(ws: WebSocketTestSession) -> tuple[list[dict[str, Any]], int]:
 def events(notification: dict[str, Any]) -> list[tuple[str, str]]:
     """(event number, focus id) of each event of a notification."""
     status = status_of(notification)
-    ids = [e["resource"]["id"] for e in notification["entry"][1:]]
     return [
-        (e["event-number"]["valueString"], i) for e, i in zip(status["events"], ids, strict=True)
+        (e["event-number"]["valueString"], e["focus"]["valueReference"]["reference"].split("/")[-1])
+        for e in status["events"]
     ]
 
 

@@ -20,7 +20,6 @@ are covered anyway by the outbox relay (:mod:`.relay`), which the recorder runs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 
@@ -30,6 +29,7 @@ from healthbridge.audit.records import AuditRecord
 from healthbridge.audit.relay import OutboxRelay
 from healthbridge.fhir.errors import FhirError, Unavailable
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.tasks import wait_for_event
 from healthbridge.store.audit import AuditEntry, AuditLog
 
 _log = get_logger("healthbridge.audit.recorder")
@@ -115,8 +115,7 @@ class AuditRecorder:
         backoff = self.flush_seconds
         reported = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+            await wait_for_event(self._wake, backoff)
             self._wake.clear()
             try:
                 await self.flush()

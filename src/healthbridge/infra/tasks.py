@@ -16,3 +16,15 @@ def stopping() -> bool:
     """Is the current task being cancelled?"""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass (True: it was set). Unlike
+    ``asyncio.wait_for`` on Python 3.11, a cancellation that arrives as the event is set is
+    never lost (https://github.com/python/cpython/issues/86296): ``asyncio.timeout`` keeps it."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

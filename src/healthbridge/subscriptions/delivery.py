@@ -39,8 +39,9 @@ from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.audit.records import AuditRecord, Who
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
+from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping
+from healthbridge.infra.tasks import stopping, wait_for_event
 from healthbridge.security.access import AccessPolicy
 from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import (
@@ -54,6 +55,7 @@ from healthbridge.subscriptions.channels.websocket import is_websocket, websocke
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.notifications import Event
 from healthbridge.subscriptions.sender import Sender, instant
+from healthbridge.subscriptions.shapes import context, shape_query
 
 _log = get_logger("healthbridge.subscriptions.delivery")
 
@@ -163,7 +165,7 @@ class DeliveryWorker:
                 delivery.id, self.owner, "the subscription's owner may no longer read the focus"
             )
             return
-        event, content = found
+        event, disclosed = found
         state = await self.queue.status(live.id)
         since = state.events_since_start if state is not None else delivery.event.number
         if self.recorder is not None:
@@ -181,7 +183,7 @@ class DeliveryWorker:
             status_code=result.status_code,
             error=result.error,
         )
-        self.audit(live, delivery, content, result)
+        self.audit(live, delivery, disclosed, result)
         if result.ok:
             await self.queue.delivered(delivery.id, self.owner)
         else:
@@ -203,7 +205,9 @@ class DeliveryWorker:
             await self.queue.set_status(live.id, "error", reason)
             _log.warning("subscription set to error", subscription=live.id, reason=reason)
 
-    def audit(self, live: Live, delivery: Delivery, content: bytes, result: DeliveryResult) -> None:
+    def audit(
+        self, live: Live, delivery: Delivery, disclosed: tuple[bytes, ...], result: DeliveryResult
+    ) -> None:
         """The notification as a disclosure to the owner (module docstring)."""
         if self.recorder is None:
             return
@@ -216,16 +220,19 @@ class DeliveryWorker:
                 resource_type=recorded.focus_type,
                 id=recorded.focus_id,
                 version=str(recorded.focus_version),
-                resources=(content,) if content else (),
+                resources=tuple(c for c in disclosed if c),
                 who=Who(owner.subject, owner.fhir_user, owner.client_id, patient=owner.patient),
                 description=f"Subscription/{live.id} event {recorded.number}"
                 + ("" if result.ok else f" not delivered: {result.error}"),
             )
         )
 
-    async def event(self, live: Live, recorded: SubscriptionEvent) -> tuple[Event, bytes] | None:
-        """The notification event and the focus content, read as the owner may (None: it may
-        not)."""
+    async def event(
+        self, live: Live, recorded: SubscriptionEvent
+    ) -> tuple[Event, tuple[bytes, ...]] | None:
+        """The notification event, with the resources of the topic's notification shape
+        (:mod:`.shapes`), and what it discloses (the focus, and the shape's resources in a
+        full-resource payload), all read as the owner may (None: it may not read the focus)."""
         interaction = recorded.extra.get("interaction", "update")
         scoped = self.policy.wrap(self.repository, live.owner.access())
         try:
@@ -234,17 +241,23 @@ class DeliveryWorker:
             )
         except FhirError:
             return None
+        payload = live.subscription.content
         focus = (
             jsonformat.loads(stored.content)
-            if live.subscription.content == "full-resource" and not stored.deleted
+            if payload == "full-resource" and not stored.deleted
             else {"resourceType": recorded.focus_type, "id": recorded.focus_id}
         )
-        event = Event(recorded.number, instant(recorded.recorded), interaction, focus)
-        return event, stored.content
+        extra: tuple[Resource, ...] = ()
+        if payload != "empty" and not stored.deleted:  # the topic's notification shape
+            topic = live.compiled.topic.topic if live.compiled.topic is not None else None
+            query = shape_query(self.policy.search, topic, recorded.focus_type, recorded.focus_id)
+            extra = await context(scoped, query)
+        event = Event(recorded.number, instant(recorded.recorded), interaction, focus, extra)
+        shown = extra if payload == "full-resource" else ()
+        return event, (stored.content, *(jsonformat.dumps(r) for r in shown))
 
     async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        await wait_for_event(self._wake, self.poll_seconds)
         self._wake.clear()
 
     async def run(self) -> None:

@@ -94,6 +94,7 @@ class Dispatcher:
         self.owner_wait = 10.0
         self._seen = -1  # the cursor as this process last left or checked it (-1: not yet)
         self.lease = lease
+        self._types: tuple[dict[str, Live], frozenset[str]] | None = None
         self._renewed = -1e9
 
     async def step(self) -> int:
@@ -195,9 +196,18 @@ class Dispatcher:
         stored = await self._stored(resource_type, id, version)
         return None if stored is None else jsonformat.loads(stored.content)
 
+    def _triggered_by(self, subscriptions: dict[str, Live]) -> frozenset[str]:
+        """The resource types some live subscription can be triggered by (per loaded set)."""
+        if self._types is None or self._types[0] is not subscriptions:
+            types = frozenset().union(*(s.compiled.resource_types for s in subscriptions.values()))
+            self._types = (subscriptions, types)
+        return self._types[1]
+
     async def _match(self, row: OutboxEvent, subscriptions: dict[str, Live]) -> list[NewEvent]:
         if row.resource_type == "Subscription" or not subscriptions:
             return []
+        if row.resource_type not in self._triggered_by(subscriptions):
+            return []  # no subscription looks at this type: not even read
         before, after = await self._versions(row)
         focus = after or before
         if focus is None:

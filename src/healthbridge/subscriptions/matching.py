@@ -140,6 +140,15 @@ class CompiledSubscription:
     filters: dict[str, SearchCriteria] = field(default_factory=dict)  # by resource type
     classic: SearchCriteria | None = None
 
+    @property
+    def resource_types(self) -> frozenset[str]:
+        """The types of the changes that can trigger it (others need not even be read)."""
+        if self.classic is not None:
+            return frozenset({self.classic.resource_type})
+        if self.topic is None:
+            return frozenset()
+        return frozenset(t.trigger.resource for t in self.topic.triggers)
+
     def triggers(self, change: Change) -> bool:
         """Does ``change`` trigger this subscription (ignoring its status and end)?"""
         if self.classic is not None:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,9 +41,14 @@ _log = get_logger("healthbridge.subscriptions.timekeeping")
 
 
 def ended(live: Live, now: datetime) -> bool:
-    """Has the subscription's ``end`` passed?"""
+    """Has the subscription's ``end`` passed? (Asked per subscription per change.)"""
     end = live.subscription.end
-    return end is not None and parse_instant(end) <= now
+    return end is not None and _instant(end) <= now
+
+
+@functools.lru_cache(maxsize=1024)
+def _instant(value: str) -> datetime:
+    return parse_instant(value)
 
 
 class Timekeeper:

@@ -166,7 +166,8 @@ class Connection:
         while self._open:
             wait = None if self.bound else BIND_TIMEOUT_S
             try:
-                message = await asyncio.wait_for(self.socket.receive(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it may lose a cancellation
+                    message = await self.socket.receive()
             except TimeoutError:
                 await self._refuse(f"No bind-with-token within {BIND_TIMEOUT_S:.0f} seconds")
             if message["type"] == "websocket.disconnect":

@@ -24,14 +24,13 @@ Classic (non topic-based) subscriptions get ``ping <id>`` per event, as R4 webso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping
+from healthbridge.infra.tasks import stopping, wait_for_event
 from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import MAX_CLAIM_FILTER, Delivery, DeliveryQueue
 from healthbridge.subscriptions.channels.base import DeliveryResult
@@ -141,7 +140,7 @@ class WebsocketHub:
                 delivery.id, self.owner, "the subscription's owner may no longer read the focus"
             )
             return True
-        event, content = found
+        event, disclosed = found
         state = await self.queue.status(live.id)
         since = state.events_since_start if state is not None else delivery.event.number
         body = self.sender.body(
@@ -160,7 +159,7 @@ class WebsocketHub:
             event_number=delivery.event.number,
             ok=sent,
         )
-        self.worker.audit(live, delivery, content, result)
+        self.worker.audit(live, delivery, disclosed, result)
         if sent:
             await self.queue.delivered(delivery.id, self.owner)
         else:
@@ -177,8 +176,7 @@ class WebsocketHub:
         return False
 
     async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        await wait_for_event(self._wake, self.poll_seconds)
         self._wake.clear()
 
     async def run(self) -> None:
