@@ -23,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from healthbridge.auth import state
+from healthbridge.infra import tokens
 from healthbridge.security.scopes import InvalidScope, ResourceScope, parse_scopes
 from healthbridge.store.records import Record, RecordStore
 
@@ -278,7 +279,7 @@ class ClientStore:
             client = replace(client, client_id=new_client_id())
         secret = None
         if client.auth_method in ("client_secret_basic", "client_secret_post"):
-            secret = state.new_secret(32)
+            secret = tokens.new_secret(32)
             client = replace(client, secret_hash=hashlib.sha256(secret.encode()).hexdigest())
         check_client(client)
         if not await self._records.add_record(state.CLIENT, client.client_id, client.value()):
@@ -306,6 +307,6 @@ class ClientStore:
         current = await self.get(client_id)
         if current is None or current.secret_hash is None:
             raise ClientError(f"{client_id!r} is not a client with a secret")
-        secret = state.new_secret(32)
+        secret = tokens.new_secret(32)
         await self.update(client_id, secret_hash=hashlib.sha256(secret.encode()).hexdigest())
         return secret

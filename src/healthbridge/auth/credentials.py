@@ -23,6 +23,7 @@ from healthbridge.auth import state
 from healthbridge.auth.config import AuthConfig
 from healthbridge.auth.events import AuthEvent, EventSink
 from healthbridge.auth.issuance import Authorization
+from healthbridge.infra import tokens
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import RecordStore
 
@@ -119,12 +120,12 @@ class Credentials:
 
     async def save_code(self, code: str, issued: IssuedCode) -> None:
         expires = self.now() + self._config.code_lifetime
-        await self._records.put_record(state.CODE, state.digest(code), issued.value(), expires)
+        await self._records.put_record(state.CODE, tokens.digest(code), issued.value(), expires)
 
     async def redeem_code(self, code: str, client_id: str) -> IssuedCode | None:
         """The code's grant when ``code`` is valid for ``client_id`` (it is used up either way);
         None otherwise. A code presented again revokes its grant."""
-        key = state.digest(code)
+        key = tokens.digest(code)
         taken = await self._records.take_record(state.CODE, key)
         if taken is None:
             used = await self._records.get_record(state.CODE_USED, key)
@@ -144,13 +145,13 @@ class Credentials:
     async def save_refresh(self, token: str, authorization: Authorization) -> None:
         expires = self.now() + self._config.refresh_lifetime
         await self._records.put_record(
-            state.REFRESH, state.digest(token), authorization.value(), expires
+            state.REFRESH, tokens.digest(token), authorization.value(), expires
         )
 
     async def rotate_refresh(self, token: str) -> StoredRefresh | None:
         """Take the refresh token for one use; None when unknown, expired, used before (that
         revokes its grant) or of a revoked grant."""
-        key = state.digest(token)
+        key = tokens.digest(token)
         taken = await self._records.take_record(state.REFRESH, key)
         if taken is None:
             used = await self._records.get_record(state.REFRESH_USED, key)
@@ -167,7 +168,7 @@ class Credentials:
 
     async def find_refresh(self, token: str) -> Authorization | None:
         """The grant of a live refresh token, without using it (revocation, introspection)."""
-        record = await self._records.get_record(state.REFRESH, state.digest(token))
+        record = await self._records.get_record(state.REFRESH, tokens.digest(token))
         if record is None:
             return None
         authorization = Authorization.from_value(record.value)
@@ -185,7 +186,7 @@ class Credentials:
     async def revoke_refresh(self, token: str) -> None:
         """RFC 7009 section 2.1: revoking a refresh token revokes its grant's access tokens."""
         authorization = await self.find_refresh(token)
-        await self._records.delete_record(state.REFRESH, state.digest(token))
+        await self._records.delete_record(state.REFRESH, tokens.digest(token))
         if authorization is not None:
             await self.revoke_grant(authorization.grant, "refresh token revoked")
 

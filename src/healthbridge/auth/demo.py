@@ -22,10 +22,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from healthbridge.auth import pages, state
+from healthbridge.auth import pages
 from healthbridge.auth.clients import Client, ClientStore
 from healthbridge.auth.config import AuthConfig
 from healthbridge.auth.users import UserError, UserStore
+from healthbridge.infra import tokens
 from healthbridge.store.instants import Clock, system_clock, utc
 from healthbridge.store.records import RecordStore
 
@@ -67,7 +68,7 @@ async def prepare_demo(
     users = UserStore(records, clock)
     passwords: dict[str, str] = {}
     for username, fhir_user, name in (PATIENT_USER, CLINICIAN_USER):
-        password = state.new_secret(12)
+        password = tokens.new_secret(12)
         try:
             await users.create(username, password, fhir_user=fhir_user, name=name)
         except UserError:
@@ -94,7 +95,7 @@ async def prepare_demo(
             grant_types=demo.grant_types,
             disabled=False,
         )
-    verifier, link_state = state.new_secret(48), state.new_secret(12)
+    verifier, link_state = tokens.new_secret(48), tokens.new_secret(12)
     expires = utc(clock()) + timedelta(days=1)
     await records.put_record(DEMO_PKCE, link_state, {"verifier": verifier}, expires)
     query = {

@@ -23,6 +23,7 @@ from joserfc import jwt
 from healthbridge.auth import state
 from healthbridge.auth.config import AuthConfig
 from healthbridge.auth.keys import ALGORITHM, KeyRing
+from healthbridge.infra import tokens
 from healthbridge.security.scopes import parse_scopes
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -146,5 +147,5 @@ class TokenIssuer:
         if authorization.encounter:
             body["encounter"] = authorization.encounter
         if refresh and parse_scopes(authorization.scope).offline:
-            body["refresh_token"] = state.new_secret(32)
+            body["refresh_token"] = tokens.new_secret(32)
         return body

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from healthbridge.auth import state
+from healthbridge.infra import tokens
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import RecordStore
 
@@ -52,7 +53,7 @@ class LaunchStore:
         client_id: str | None = None,
         created_by: str | None = None,
     ) -> LaunchContext:
-        launch = LaunchContext(state.new_secret(24), patient, encounter, client_id, created_by)
+        launch = LaunchContext(tokens.new_secret(24), patient, encounter, client_id, created_by)
         expires = utc(self._clock()) + LIFETIME
         await self._records.put_record(state.LAUNCH, launch.launch, launch.value(), expires)
         return launch

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from healthbridge.auth import state
+from healthbridge.infra import tokens
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import RecordStore
 
@@ -63,17 +64,19 @@ class Sessions:
 
     async def start(self, response: Response, username: str, amr: tuple[str, ...]) -> None:
         """Sign ``username`` in: a new session cookie on ``response``."""
-        sid = state.new_secret(32)
+        sid = tokens.new_secret(32)
         now = self._now()
         value = {"username": username, "auth_time": int(now.timestamp()), "amr": list(amr)}
-        await self._records.put_record(state.SESSION, state.digest(sid), value, now + self.lifetime)
+        await self._records.put_record(
+            state.SESSION, tokens.digest(sid), value, now + self.lifetime
+        )
         self._set(response, SESSION_COOKIE, sid, int(self.lifetime.total_seconds()), "lax")
 
     async def get(self, request: Request) -> BrowserSession | None:
         sid = request.cookies.get(SESSION_COOKIE)
         if not sid or len(sid) > 128:
             return None
-        record = await self._records.get_record(state.SESSION, state.digest(sid))
+        record = await self._records.get_record(state.SESSION, tokens.digest(sid))
         if record is None:
             return None
         v = record.value
@@ -82,15 +85,15 @@ class Sessions:
     async def end(self, request: Request, response: Response) -> None:
         sid = request.cookies.get(SESSION_COOKIE)
         if sid and len(sid) <= 128:
-            await self._records.delete_record(state.SESSION, state.digest(sid))
+            await self._records.delete_record(state.SESSION, tokens.digest(sid))
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
 
     async def start_pending(self, response: Response, username: str) -> None:
         """A sign-in that passed the password and waits for the TOTP code."""
-        pid = state.new_secret(32)
+        pid = tokens.new_secret(32)
         expires = self._now() + PENDING_LIFETIME
         await self._records.put_record(
-            state.PENDING_LOGIN, state.digest(pid), {"username": username}, expires
+            state.PENDING_LOGIN, tokens.digest(pid), {"username": username}, expires
         )
         self._set(response, PENDING_COOKIE, pid, int(PENDING_LIFETIME.total_seconds()), "strict")
 
@@ -98,13 +101,13 @@ class Sessions:
         pid = request.cookies.get(PENDING_COOKIE)
         if not pid or len(pid) > 128:
             return None
-        record = await self._records.get_record(state.PENDING_LOGIN, state.digest(pid))
+        record = await self._records.get_record(state.PENDING_LOGIN, tokens.digest(pid))
         return None if record is None else str(record.value["username"])
 
     async def end_pending(self, request: Request, response: Response) -> None:
         pid = request.cookies.get(PENDING_COOKIE)
         if pid and len(pid) <= 128:
-            await self._records.delete_record(state.PENDING_LOGIN, state.digest(pid))
+            await self._records.delete_record(state.PENDING_LOGIN, tokens.digest(pid))
         response.delete_cookie(PENDING_COOKIE, path=COOKIE_PATH)
 
     # --- CSRF (double submit) ----------------------------------------------------------------
@@ -115,7 +118,7 @@ class Sessions:
         token = request.cookies.get(CSRF_COOKIE)
         if token and 20 <= len(token) <= 128:
             return token
-        return state.new_secret(32)
+        return tokens.new_secret(32)
 
     def keep_csrf(self, response: Response, token: str) -> None:
         self._set(response, CSRF_COOKIE, token, 12 * 3600, "strict")

@@ -9,7 +9,6 @@ of the database does not hold a usable credential. Passwords get Argon2id (:mod:
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 CLIENT = "client"  # key: client_id
@@ -26,16 +25,6 @@ SESSION = "session"  # key: digest of the browser session id
 PENDING_LOGIN = "pending-login"  # key: digest of the id of a sign-in awaiting its TOTP code
 TOTP_USED = "totp-used"  # key: username + " " + time step: a TOTP code is accepted once
 LAUNCH = "launch"  # key: the EHR launch id (opaque, random)
-
-
-def digest(secret: str) -> str:
-    """The SHA-256 of ``secret`` as hex: the record key or stored form of a secret."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_secret(bytes_: int = 32) -> str:
-    """A random URL-safe secret (codes, tokens, session ids, client secrets)."""
-    return secrets.token_urlsafe(bytes_)
 
 
 def new_id() -> str:

@@ -41,7 +41,7 @@ from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping, wait_for_event
+from healthbridge.infra.tasks import forever, wait_for_event
 from healthbridge.security.access import AccessPolicy
 from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import (
@@ -71,6 +71,16 @@ class RetryPolicy:
         """Seconds before try ``attempts + 1``: full jitter over the doubled base, capped."""
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempts, 32))
         return max(ceiling * (0.5 + rng() / 2), retry_after or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One event's notification content: the event (focus and shape resources), the
+    subscription's event count, and what it discloses (for the audit record)."""
+
+    event: Event
+    events_since_start: int
+    disclosed: tuple[bytes, ...]
 
 
 class DeliveryWorker:
@@ -103,6 +113,7 @@ class DeliveryWorker:
         self.recorder = recorder
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # delivery ids claimed and not settled yet
+        self._websockets: tuple[dict[str, Live] | None, list[str]] = (None, [])
 
     def wake(self) -> None:
         """New events were queued in this process: look now rather than at the next poll."""
@@ -118,7 +129,10 @@ class DeliveryWorker:
         """Up to ``limit`` due deliveries leased to this worker, with their subscriptions;
         in flight (:meth:`release_in_flight`) until :meth:`_settle` is done with them."""
         subscriptions = await self.live.get()
-        websockets = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
+        if self._websockets[0] is not subscriptions:  # worked out once per loaded set
+            ids = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
+            self._websockets = (subscriptions, ids)
+        websockets = self._websockets[1]
         claimed = await self.queue.claim(
             datetime.now(UTC),
             limit,
@@ -152,26 +166,40 @@ class DeliveryWorker:
             with contextlib.suppress(Exception):
                 await self.queue.release(id, self.owner)
 
-    async def _deliver(self, delivery: Delivery, live: Live | None) -> None:
+    async def prepare(self, live: Live | None, delivery: Delivery, owner: str) -> Prepared | None:
+        """What the notification of ``delivery`` carries, once there is room in the audit
+        buffer (the REST path waits alike); None after dead-lettering it (as ``owner``, the
+        lease holder: this worker or the websocket hub) when the subscription is not live or
+        its owner may no longer read the focus."""
         if live is None:
-            await self.queue.dead_letter(delivery.id, self.owner, "the subscription is not live")
-            return
-        if is_websocket(live.subscription):  # made by another process; not ours to send
-            await self.queue.release(delivery.id, self.owner)
-            return
+            await self.queue.dead_letter(delivery.id, owner, "the subscription is not live")
+            return None
         found = await self.event(live, delivery.event)
         if found is None:
             await self.queue.dead_letter(
-                delivery.id, self.owner, "the subscription's owner may no longer read the focus"
+                delivery.id, owner, "the subscription's owner may no longer read the focus"
             )
-            return
+            return None
         event, disclosed = found
         state = await self.queue.status(live.id)
         since = state.events_since_start if state is not None else delivery.event.number
         if self.recorder is not None:
             await self.recorder.room()
+        return Prepared(event, since, disclosed)
+
+    async def _deliver(self, delivery: Delivery, live: Live | None) -> None:
+        if live is not None and is_websocket(live.subscription):  # not ours to send
+            await self.queue.release(delivery.id, self.owner)  # (made by another process)
+            return
+        prepared = await self.prepare(live, delivery, self.owner)
+        if live is None or prepared is None:
+            return
         result = await self.sender.send(
-            live, "event-notification", [event], status="active", events_since_start=since
+            live,
+            "event-notification",
+            [prepared.event],
+            status="active",
+            events_since_start=prepared.events_since_start,
         )
         _log.info(
             "subscription notification",
@@ -183,7 +211,7 @@ class DeliveryWorker:
             status_code=result.status_code,
             error=result.error,
         )
-        self.audit(live, delivery, disclosed, result)
+        self.audit(live, delivery, prepared.disclosed, result)
         if result.ok:
             await self.queue.delivered(delivery.id, self.owner)
         else:
@@ -273,27 +301,19 @@ class DeliveryWorker:
             if not task.cancelled() and task.exception() is not None:
                 _log.error("subscription delivery failed", error=repr(task.exception()))
 
+        async def once() -> float:
+            free = self.batch_size - len(running)
+            claimed = await self._claim(free) if free > 0 else []
+            for delivery, live in claimed:
+                task = asyncio.create_task(self._settle(delivery, live))
+                running.add(task)
+                task.add_done_callback(settled)
+            if not claimed:
+                await self._pause()
+            return 0.0
+
         try:
-            while True:
-                try:
-                    free = self.batch_size - len(running)
-                    claimed = await self._claim(free) if free > 0 else []
-                    for delivery, live in claimed:
-                        task = asyncio.create_task(self._settle(delivery, live))
-                        running.add(task)
-                        task.add_done_callback(settled)
-                    if not claimed:
-                        await self._pause()
-                except FhirError as exc:
-                    if stopping():
-                        raise
-                    _log.warning("subscription delivery failed; retrying", error=str(exc))
-                    await asyncio.sleep(1.0)
-                except Exception:
-                    if stopping():
-                        raise
-                    _log.exception("subscription delivery failed unexpectedly; retrying")
-                    await asyncio.sleep(5.0)
+            await forever(once, what="subscription delivery", log=_log, transient=(FhirError,))
         finally:
             for task in running:
                 task.cancel()

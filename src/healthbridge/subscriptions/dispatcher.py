@@ -38,7 +38,7 @@ from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping
+from healthbridge.infra.tasks import forever
 from healthbridge.security.access import AccessPolicy
 from healthbridge.store.repository import OutboxEvent, Repository, StoredResource
 from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
@@ -285,19 +285,10 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch forever (while holding the lease); database trouble is logged and
         retried."""
-        while True:
-            try:
-                if not await self._leading():
-                    await asyncio.sleep(1.0)
-                elif await self.step() < self.batch_size:
-                    await asyncio.sleep(self.poll_seconds)
-            except FhirError as exc:
-                if stopping():
-                    raise
-                _log.warning("subscription dispatcher failed; retrying", error=str(exc))
-                await asyncio.sleep(1.0)
-            except Exception:
-                if stopping():
-                    raise
-                _log.exception("subscription dispatcher failed unexpectedly; retrying")
-                await asyncio.sleep(5.0)
+
+        async def once() -> float:
+            if not await self._leading():
+                return 1.0
+            return self.poll_seconds if await self.step() < self.batch_size else 0.0
+
+        await forever(once, what="subscription dispatcher", log=_log, transient=(FhirError,))

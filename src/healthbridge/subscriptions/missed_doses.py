@@ -27,7 +27,6 @@ creates.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.types import Resource
 from healthbridge.fhir.validation import Validator
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping
+from healthbridge.infra.tasks import forever
 from healthbridge.rest.service import FhirService
 from healthbridge.settings import Settings
 from healthbridge.store.actor import acting_as
@@ -207,19 +206,20 @@ class MissedDoseScheduler:
     async def run(self) -> None:
         """Scan every ``every_s`` seconds while holding the lease; errors are logged and the
         next scan tries again."""
-        while True:
-            try:
-                if self.lease is None or await self.lease.hold():
-                    await self.scan()
-            except FhirError as exc:
-                if stopping():
-                    raise
-                _log.warning("missed-dose scan failed; retrying", error=str(exc))
-            except Exception:
-                if stopping():
-                    raise
-                _log.exception("missed-dose scan failed unexpectedly; retrying")
-            await asyncio.sleep(self.every_s)
+
+        async def once() -> float:
+            if self.lease is None or await self.lease.hold():
+                await self.scan()
+            return self.every_s
+
+        await forever(
+            once,
+            what="missed-dose scan",
+            log=_log,
+            transient=(FhirError,),
+            transient_pause=self.every_s,
+            error_pause=self.every_s,
+        )
 
     async def close(self) -> None:
         """Hand the lease over at once (the next process asking takes it)."""

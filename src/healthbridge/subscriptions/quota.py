@@ -33,7 +33,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Final
 
-from healthbridge.fhir.errors import FhirError, Unprocessable
+from healthbridge.fhir.errors import Unavailable, Unprocessable
 from healthbridge.rest.write_hooks import in_unit_of_work
 from healthbridge.security.context import AccessContext
 from healthbridge.store.records import RecordStore
@@ -43,10 +43,6 @@ KIND: Final = "subscription-quota"
 LOCAL: Final = "local:"
 TRIES: Final = 50
 _RESERVED: ContextVar[tuple[str, ...]] = ContextVar("subscription_reservations", default=())
-
-
-class Busy(FhirError):
-    status = 503
 
 
 class ClientQuota:
@@ -101,7 +97,7 @@ class ClientQuota:
             if await self._write(key, record.version if record else None, pending):
                 _RESERVED.set((*_RESERVED.get(), token))
                 return
-        raise Busy(
+        raise Unavailable(
             "Too many subscription writes at once for this client; try again", code="transient"
         )
 

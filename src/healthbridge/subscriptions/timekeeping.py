@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Final
 from healthbridge.fhir.datetimes import parse_instant
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping
+from healthbridge.infra.tasks import forever
 from healthbridge.store.repository import Repository
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.sender import Sender
@@ -131,17 +130,15 @@ class Timekeeper:
 
     async def run(self) -> None:
         """Keep time forever; database trouble is logged and retried."""
-        while True:
-            try:
-                await self.step()
-                await asyncio.sleep(self.tick_seconds)
-            except FhirError as exc:
-                if stopping():
-                    raise
-                _log.warning("subscription timekeeping failed; retrying", error=str(exc))
-                await asyncio.sleep(5.0)
-            except Exception:
-                if stopping():
-                    raise
-                _log.exception("subscription timekeeping failed unexpectedly; retrying")
-                await asyncio.sleep(5.0)
+
+        async def once() -> float:
+            await self.step()
+            return self.tick_seconds
+
+        await forever(
+            once,
+            what="subscription timekeeping",
+            log=_log,
+            transient=(FhirError,),
+            transient_pause=5.0,
+        )

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
-from healthbridge.infra.tasks import stopping, wait_for_event
+from healthbridge.infra.tasks import forever, wait_for_event
 from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import MAX_CLAIM_FILTER, Delivery, DeliveryQueue
 from healthbridge.subscriptions.channels.base import DeliveryResult
@@ -131,24 +131,17 @@ class WebsocketHub:
         if not connections:
             await self.queue.release(delivery.id, self.owner)
             return False
-        if live is None:
-            await self.queue.dead_letter(delivery.id, self.owner, "the subscription is not live")
-            return True
-        found = await self.worker.event(live, delivery.event)
-        if found is None:
-            await self.queue.dead_letter(
-                delivery.id, self.owner, "the subscription's owner may no longer read the focus"
-            )
-            return True
-        event, disclosed = found
-        state = await self.queue.status(live.id)
-        since = state.events_since_start if state is not None else delivery.event.number
+        prepared = await self.worker.prepare(live, delivery, self.owner)
+        if live is None or prepared is None:
+            return True  # dead-lettered
         body = self.sender.body(
-            live, "event-notification", [event], status="active", events_since_start=since
+            live,
+            "event-notification",
+            [prepared.event],
+            status="active",
+            events_since_start=prepared.events_since_start,
         )
         text = body.decode() if body is not None else f"ping {live.id}"
-        if self.worker.recorder is not None:
-            await self.worker.recorder.room()
         sent = await self._send(connections, live.id, text)
         result = DeliveryResult.delivered() if sent else DeliveryResult.retry("websocket closed")
         _log.info(
@@ -159,7 +152,7 @@ class WebsocketHub:
             event_number=delivery.event.number,
             ok=sent,
         )
-        self.worker.audit(live, delivery, disclosed, result)
+        self.worker.audit(live, delivery, prepared.disclosed, result)
         if sent:
             await self.queue.delivered(delivery.id, self.owner)
         else:
@@ -181,20 +174,13 @@ class WebsocketHub:
 
     async def run(self) -> None:
         """Deliver forever; database trouble is logged and retried."""
-        while True:
-            try:
-                if not await self.step():
-                    await self._pause()
-            except FhirError as exc:
-                if stopping():
-                    raise
-                _log.warning("websocket delivery failed; retrying", error=str(exc))
-                await asyncio.sleep(1.0)
-            except Exception:
-                if stopping():
-                    raise
-                _log.exception("websocket delivery failed unexpectedly; retrying")
-                await asyncio.sleep(5.0)
+
+        async def once() -> float:
+            if not await self.step():
+                await self._pause()
+            return 0.0
+
+        await forever(once, what="websocket delivery", log=_log, transient=(FhirError,))
 
     async def close(self) -> None:
         """Close every connection (the server is stopping)."""

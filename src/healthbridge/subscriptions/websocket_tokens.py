@@ -22,7 +22,6 @@ secret) no longer binds with an older token.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from starlette.responses import Response
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError, InvalidRequest, NotFound, Unprocessable
 from healthbridge.fhir.terminology.parameters import Inputs
+from healthbridge.infra.tokens import digest, new_secret
 from healthbridge.rest.context import RestContext
 from healthbridge.rest.http import BASE_PATH, read_resource, resource_json
 from healthbridge.rest.operations.registry import Operation
@@ -58,10 +58,6 @@ def websocket_url(base_url: str) -> str:
     scheme, sep, rest = base.partition("://")
     scheme = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme)
     return f"{scheme}{sep}{rest}/$subscription-ws"
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def fingerprint(owner: Owner) -> str:
@@ -92,7 +88,7 @@ class BindingTokens:
         self._clock = clock
 
     async def issue(self, owners: Sequence[Owner]) -> tuple[str, datetime]:
-        token = secrets.token_urlsafe(32)
+        token = new_secret()
         expires = self._clock() + self.lifetime
         value: dict[str, Any] = {
             "subscriptions": {o.subscription_id: fingerprint(o) for o in owners}

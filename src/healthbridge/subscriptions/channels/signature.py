@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
+
+from healthbridge.infra import tokens
 
 HEADER = "X-HealthBridge-Signature"
 DEFAULT_TOLERANCE_S = 300
@@ -23,7 +24,7 @@ DEFAULT_TOLERANCE_S = 300
 
 def new_secret() -> str:
     """A fresh per-subscription signing secret (256 random bits, URL-safe text)."""
-    return secrets.token_urlsafe(32)
+    return tokens.new_secret()
 
 
 def _mac(secret: str | bytes, timestamp: int, body: bytes) -> str:
