@@ -302,7 +302,13 @@ def create_app(
             security=capability_security(auth.config) if auth is not None else None,
             profiles=(profiles := await _start_profiles(settings, repository, registry.core)),
             subscriptions=(
-                subscriptions := SubscriptionsFeature(settings, repository, registry.core, recorder)
+                subscriptions := SubscriptionsFeature(
+                    settings,
+                    repository,
+                    registry.core,
+                    recorder,
+                    revocations=auth.verifier if auth is not None else None,
+                )
             ),
         )
         background = [

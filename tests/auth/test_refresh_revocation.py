@@ -105,6 +105,33 @@ def test_a_disabled_user_cannot_refresh(auth: Harness) -> None:
     assert _refresh(auth, tokens["refresh_token"]).status_code == 400
 
 
+def test_disabling_a_user_stops_their_access_tokens_at_once(any_auth: Harness) -> None:
+    """A disabled account's unexpired access tokens answer 401 on the next request, in every
+    process (the revocation record and the change signal), and work again once re-enabled."""
+    from healthbridge.auth.users import UserStore
+    from healthbridge.store.instants import system_clock
+
+    auth = any_auth
+    users = UserStore(auth.repo.records, system_clock)
+    tokens = auth.tokens()
+    assert auth.fhir("Patient/p1", tokens["access_token"]).status_code == 200
+    auth.run(users.update("pat", disabled=True))
+    assert auth.fhir("Patient/p1", tokens["access_token"]).status_code == 401
+    auth.run(users.update("pat", disabled=False))
+    assert auth.fhir("Patient/p1", tokens["access_token"]).status_code == 200
+
+
+def test_disabling_a_client_stops_its_access_tokens_at_once(any_auth: Harness) -> None:
+    from healthbridge.auth.clients import ClientStore
+
+    auth = any_auth
+    tokens = auth.tokens()
+    assert auth.fhir("Patient/p1", tokens["access_token"]).status_code == 200
+    auth.run(ClientStore(auth.repo.records).update("app", disabled=True))
+    assert auth.fhir("Patient/p1", tokens["access_token"]).status_code == 401
+    assert _refresh(auth, tokens["refresh_token"]).status_code in (400, 401)
+
+
 def _revoke(auth: Harness, token: str, **extra: str) -> Any:
     return auth.client.post("/auth/revoke", data={"token": token, "client_id": "app", **extra})
 

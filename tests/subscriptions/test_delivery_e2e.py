@@ -23,6 +23,7 @@ from healthbridge.store.sql import open_repository
 from healthbridge.subscriptions.channels.signature import HEADER, verify_signature
 from tests.auth.conftest import BASE, FHIR, Harness
 from tests.subscriptions.api import (
+    PATIENT_SCOPES,
     USER_SCOPES,
     Inbox,
     bearer,
@@ -129,6 +130,40 @@ def test_handshake_then_events_in_order_signed_and_only_the_owners_patient(
     assert {(r.action, r.outcome, r.patient, r.client) for r in disclosed} == {
         ("R", "0", "p1", "app")
     }
+
+
+def test_revoking_the_owners_grant_turns_its_subscription_off(h: Harness, inbox: Inbox) -> None:
+    """RFC 7009 (revocation at once) and Backport safety_security.html: the app revokes its
+    refresh token, so the grant its subscription was made under is gone: no notification is
+    sent in its name any more, and $status says why.
+    Writing the Subscription again under a new grant brings it back."""
+    params = h.authorize_params(scope=PATIENT_SCOPES + " offline_access")
+    granted = h.exchange(params, h.code_for(params, "doc", patient="p1")).json()
+    id, _secret = _subscribe(h, inbox, granted["access_token"])
+    inbox.wait_for(1)  # the handshake
+    writer = token(h, "admin", USER_SCOPES)
+    _write(h, writer, "p1")
+    assert status_of(inbox.wait_for(2)[1])["type"] == "event-notification"
+    revoked = h.client.post(
+        "/auth/revoke", data={"token": granted["refresh_token"], "client_id": "app"}
+    )
+    assert revoked.status_code == 200
+    _write(h, writer, "p1")
+    deadline = time.monotonic() + 10
+    while (state := h.run(h.repo.subscriptions.status(id))) is None or state.status != "off":
+        assert time.monotonic() < deadline, "the subscription was not turned off"
+        time.sleep(0.05)
+    assert "revoked" in (state.error or "")
+    time.sleep(0.5)  # a notification sent anyway would have arrived by now
+    assert len(inbox.arrivals) == 2
+    # the same user authorizes the app again and writes the subscription: it resumes
+    again = patient_token(h, "p1")
+    body = {**subscription(inbox.receiver.url()), "id": id}  # the app's own copy
+    rewritten = h.client.put(f"/fhir/Subscription/{id}", json=body, headers=bearer(again))
+    assert rewritten.status_code == 200, rewritten.text
+    inbox.wait_for(3)  # a new handshake
+    _write(h, writer, "p1")
+    assert status_of(inbox.wait_for(4)[3])["type"] == "event-notification"
 
 
 def test_the_topics_notification_shape_rides_along_as_the_owner_reads_it(

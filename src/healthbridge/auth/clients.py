@@ -299,6 +299,10 @@ class ClientStore:
                 state.CLIENT, client_id, changed.value(), if_version=current.version
             )
             if written is not None:
+                if changed.disabled != current.disabled:
+                    await state.mark_disabled(
+                        self._records, state.DISABLED_CLIENT, client_id, changed.disabled
+                    )
                 return _client(written)
         raise ClientError(f"the client {client_id!r} keeps changing; try again")
 

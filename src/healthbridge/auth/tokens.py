@@ -122,6 +122,7 @@ class TokenVerifier:
         self._now = now
         self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
         self._cleared: dict[str, int] = {}  # token -> signal when last found not revoked
+        self._standing: dict[tuple[tuple[str, str], ...], int] = {}  # likewise, by :meth:`revoked`
         self._cache_size = cache_size
         self._padding = padding.PKCS1v15()
         self._hash = hashes.SHA256()
@@ -168,6 +169,25 @@ class TokenVerifier:
         if signal is not None and token in self._cache:
             self._cleared[token] = signal
 
+    async def revoked(self, access: AccessContext) -> bool:
+        """:class:`~healthbridge.security.context.Revocations`: has the authorization behind
+        ``access`` been revoked since (its grant, its client or its user)? One lookup when the
+        change signal moved since ``access`` was last found standing, else none."""
+        if access.unrestricted or access.client_id is None or access.subject is None:
+            return False
+        keys = state.revocation_keys(access.grant, access.client_id, access.subject)
+        signal = self._records.signal.current()
+        if signal is not None and self._standing.get(keys) == signal:
+            return False
+        if await self._records.any_record(keys):
+            self._standing.pop(keys, None)
+            return True
+        if signal is not None:
+            if len(self._standing) >= self._cache_size:
+                self._standing.clear()
+            self._standing[keys] = signal
+        return False
+
     async def decode(self, token: str) -> VerifiedToken:
         """The token with its signature, issuer and audience checked but not its expiry or
         revocation (RFC 7009 revocation and RFC 7662 introspection look at such tokens)."""
@@ -210,7 +230,7 @@ class TokenVerifier:
             raise InvalidToken("the token was issued in the future")
         if not all(isinstance(claims[n], str) for n in ("sub", "client_id", "scope", "jti")):
             raise InvalidToken("the token's claims are malformed")
-        keys: tuple[tuple[str, str], ...] = ((state.REVOKED_TOKEN, claims["jti"]),)
-        if isinstance(claims.get("grant"), str):
-            keys += ((state.REVOKED_GRANT, claims["grant"]),)
+        grant = claims.get("grant") if isinstance(claims.get("grant"), str) else None
+        standing = state.revocation_keys(grant, claims["client_id"], claims["sub"])
+        keys = ((state.REVOKED_TOKEN, claims["jti"]), *standing)
         return VerifiedToken(claims, _context(claims), exp, keys)

@@ -167,6 +167,10 @@ class UserStore:
                 state.USER, username, changed.value(), if_version=user.version
             )
             if written is not None:
+                if changed.disabled != user.disabled:
+                    await state.mark_disabled(
+                        self._records, state.DISABLED_USER, username, changed.disabled
+                    )
                 return _user(written)
         raise UserError(f"the account {username!r} keeps changing; try again")
 

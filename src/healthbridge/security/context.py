@@ -59,3 +59,18 @@ class Authenticator(Protocol):
         ``WWW-Authenticate: Bearer`` header, ``error="invalid_token"`` when a token was given
         but is expired, wrongly signed, revoked or for another audience)."""
         ...
+
+
+class Revocations(Protocol):
+    async def revoked(self, access: AccessContext) -> bool:
+        """True when the authorization behind ``access`` no longer holds: its grant was
+        revoked, or its client or user disabled. Work done later in its name (subscription
+        notifications) asks before each use; the token verifier answers it."""
+        ...
+
+
+class NeverRevoked:
+    """The :class:`Revocations` of ``--no-auth`` mode: there is nothing to revoke."""
+
+    async def revoked(self, access: AccessContext) -> bool:
+        return False

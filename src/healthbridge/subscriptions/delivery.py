@@ -43,6 +43,7 @@ from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
 from healthbridge.infra.tasks import forever, wait_for_event
 from healthbridge.security.access import AccessPolicy
+from healthbridge.security.context import NeverRevoked, Revocations
 from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import (
     MAX_CLAIM_FILTER,
@@ -56,6 +57,8 @@ from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.notifications import Event
 from healthbridge.subscriptions.sender import Sender, instant
 from healthbridge.subscriptions.shapes import context, shape_query
+from healthbridge.subscriptions.standing import REASON as REVOKED
+from healthbridge.subscriptions.standing import withdrawn
 
 _log = get_logger("healthbridge.subscriptions.delivery")
 
@@ -98,6 +101,7 @@ class DeliveryWorker:
         poll_seconds: float = 0.5,
         rng: Callable[[], float] = random.random,
         recorder: AuditRecorder | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.repository = repository
         self.queue: DeliveryQueue = repository.subscriptions
@@ -111,6 +115,7 @@ class DeliveryWorker:
         self.poll_seconds = poll_seconds
         self._rng = rng
         self.recorder = recorder
+        self.revocations = revocations or NeverRevoked()
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # delivery ids claimed and not settled yet
         self._websockets: tuple[dict[str, Live] | None, list[str]] = (None, [])
@@ -169,10 +174,14 @@ class DeliveryWorker:
     async def prepare(self, live: Live | None, delivery: Delivery, owner: str) -> Prepared | None:
         """What the notification of ``delivery`` carries, once there is room in the audit
         buffer (the REST path waits alike); None after dead-lettering it (as ``owner``, the
-        lease holder: this worker or the websocket hub) when the subscription is not live or
-        its owner may no longer read the focus."""
+        lease holder: this worker or the websocket hub) when the subscription is not live, its
+        owner's authorization was revoked (:mod:`.standing`) or it may no longer read the
+        focus."""
         if live is None:
             await self.queue.dead_letter(delivery.id, owner, "the subscription is not live")
+            return None
+        if await withdrawn(self.revocations, self.queue, live):
+            await self.queue.dead_letter(delivery.id, owner, REVOKED)
             return None
         found = await self.event(live, delivery.event)
         if found is None:

@@ -10,7 +10,8 @@ from the delivery queue's cursor ``subscriptions``:
   from the repository and matched against the live subscriptions (:mod:`.live`);
 * an event is recorded only when the subscription's owner may read the focus: the version read
   for matching is checked with :meth:`AccessPolicy.may_read` under the owner's access context
-  (the checks of any API vread: a patient app hears only about its own patient);
+  (the checks of any API vread: a patient app hears only about its own patient), and only while
+  that authorization stands (:mod:`.standing`);
 * the events of a batch and the cursor move in one queue transaction. Should two processes run
   it at once (a lease taken over while its old holder still runs, or no lease), the queue skips
   an event already recorded for the same (subscription, outbox row), so none is numbered twice,
@@ -40,6 +41,7 @@ from healthbridge.fhir.types import Resource
 from healthbridge.infra.logging import get_logger
 from healthbridge.infra.tasks import forever
 from healthbridge.security.access import AccessPolicy
+from healthbridge.security.context import NeverRevoked, Revocations
 from healthbridge.store.repository import OutboxEvent, Repository, StoredResource
 from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
 from healthbridge.subscriptions.channels.websocket import is_websocket
@@ -48,6 +50,7 @@ from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.matching import Change, Matcher
 from healthbridge.subscriptions.owners import LIVE
 from healthbridge.subscriptions.sender import Sender
+from healthbridge.subscriptions.standing import withdrawn
 from healthbridge.subscriptions.timekeeping import ended
 from healthbridge.subscriptions.topics import Interaction
 
@@ -74,6 +77,7 @@ class Dispatcher:
         handshake_lease_s: float = 60.0,
         lease: Lease | None = None,
         clock: Callable[[], float] = time.monotonic,
+        revocations: Revocations | None = None,
     ) -> None:
         self.repository = repository  # unrestricted; the owners' access is applied per event
         self.queue: DeliveryQueue = repository.subscriptions
@@ -94,6 +98,7 @@ class Dispatcher:
         self.owner_wait = 10.0
         self._seen = -1  # the cursor as this process last left or checked it (-1: not yet)
         self.lease = lease
+        self.revocations = revocations or NeverRevoked()
         self._types: tuple[dict[str, Live], frozenset[str]] | None = None
         self._renewed = -1e9
 
@@ -222,8 +227,10 @@ class Dispatcher:
         for live in subscriptions.values():
             if ended(live, now):
                 continue  # past its Subscription.end (timekeeping.py turns it off)
-            if await self._triggers(live, change, row) and await self.policy.may_read(
-                live.owner.access(), focus
+            if (
+                await self._triggers(live, change, row)
+                and not await withdrawn(self.revocations, self.queue, live)
+                and await self.policy.may_read(live.owner.access(), focus)
             ):  # the owner may read the focus version (else: no event, and nothing said)
                 extra = {"interaction": interaction}
                 found.append(
@@ -246,6 +253,8 @@ class Dispatcher:
         for live in subscriptions.values():
             state = await self.queue.status(live.id)
             if state is not None and state.status != "requested":
+                continue
+            if await withdrawn(self.revocations, self.queue, live):
                 continue
             if is_websocket(live.subscription):  # its handshake goes over the socket on bind
                 await self.queue.set_status(live.id, "active")

@@ -24,6 +24,7 @@ from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.rest.operations.registry import Operation
 from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
+from healthbridge.security.context import Revocations
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
 from healthbridge.subscriptions import replay, websocket
@@ -64,7 +65,10 @@ class SubscriptionsFeature:
         repository: Repository,
         definitions: Definitions,
         recorder: AuditRecorder | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
+        """``revocations`` (the token verifier; None with ``--no-auth``) says when an owner's
+        authorization was revoked: its subscriptions stop (:mod:`.standing`)."""
         self.settings = settings
         self.repository = repository  # unrestricted: the owner's access is applied per event
         search = SearchParser(definitions)
@@ -97,6 +101,7 @@ class SubscriptionsFeature:
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             lease_s=settings.subscription_timeout_seconds + 10,
             recorder=recorder,
+            revocations=revocations,
         )
         self.dispatcher = Dispatcher(
             repository,
@@ -107,6 +112,7 @@ class SubscriptionsFeature:
             on_queued=self._queued,
             handshake_lease_s=settings.subscription_timeout_seconds + 30,
             lease=Lease(repository.records, DISPATCHER, self.worker.owner, DISPATCHER_LEASE_S),
+            revocations=revocations,
         )
         self.timekeeper = Timekeeper(
             repository,

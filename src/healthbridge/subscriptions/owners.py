@@ -3,16 +3,18 @@
 Subscriptions Backport IG, https://hl7.org/fhir/uv/subscriptions-backport/safety_security.html:
 a notification must carry nothing its subscriber could not read. The server records, per
 Subscription, the access context of the client that last wrote it (client, subject, granted
-scopes, launch patient, fhirUser, roles) and an HMAC secret that signs its rest-hook
-notifications (:mod:`.channels.signature`). They live in the record store (kind
+scopes, launch patient, fhirUser, roles, the grant its token came from) and an HMAC secret that
+signs its rest-hook notifications (:mod:`.channels.signature`). They live in the record store (kind
 ``subscription``, key the Subscription id), never in the resource itself, which others may read.
-:meth:`Owner.access` rebuilds the context that matching and full-resource payloads run under.
+:meth:`Owner.access` rebuilds the context that matching and full-resource payloads run under;
+once that authorization is revoked (the grant revoked, the client or user disabled) the
+subscription is turned ``off`` (:mod:`.standing`).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from healthbridge.security.context import UNRESTRICTED, AccessContext
@@ -35,6 +37,7 @@ class Owner:
     fhir_user: str | None = None
     roles: tuple[str, ...] = ()
     unrestricted: bool = False  # written in --no-auth mode or by the server itself
+    grant: str | None = None  # the authorization grant of the token that wrote it
 
     @classmethod
     def of(cls, subscription_id: str, secret: str, status: str, access: AccessContext) -> Owner:
@@ -49,6 +52,7 @@ class Owner:
             fhir_user=access.fhir_user,
             roles=tuple(sorted(access.roles)),
             unrestricted=access.unrestricted,
+            grant=access.grant,
         )
 
     def held_by(self, access: AccessContext) -> bool:
@@ -60,8 +64,10 @@ class Owner:
         )
 
     def same_principal(self, access: AccessContext) -> bool:
-        """True when ``access`` is the owner again (same client, user and authorization)."""
-        return self == Owner.of(self.subscription_id, self.secret, self.status, access)
+        """True when ``access`` is the owner again (same client, user and authorization; a
+        later grant of the same is the same principal)."""
+        again = Owner.of(self.subscription_id, self.secret, self.status, access)
+        return replace(self, grant=None) == replace(again, grant=None)
 
     def access(self) -> AccessContext:
         """The owner's access context (its scopes and launch patient), for the dispatcher;
@@ -69,7 +75,13 @@ class Owner:
         if self.unrestricted:
             return UNRESTRICTED
         return _access(
-            self.scopes, self.patient, self.fhir_user, self.client_id, self.subject, self.roles
+            self.scopes,
+            self.patient,
+            self.fhir_user,
+            self.client_id,
+            self.subject,
+            self.roles,
+            self.grant,
         )
 
     def value(self) -> dict[str, Any]:
@@ -83,6 +95,7 @@ class Owner:
             "fhir_user": self.fhir_user,
             "roles": list(self.roles),
             "unrestricted": self.unrestricted,
+            "grant": self.grant,
         }
 
     @classmethod
@@ -98,6 +111,7 @@ class Owner:
             fhir_user=value.get("fhir_user"),
             roles=tuple(value.get("roles") or ()),
             unrestricted=bool(value.get("unrestricted")),
+            grant=value.get("grant"),
         )
 
 
@@ -109,6 +123,7 @@ def _access(
     client_id: str | None,
     subject: str | None,
     roles: tuple[str, ...],
+    grant: str | None,
 ) -> AccessContext:
     return AccessContext(
         scopes=parse_scopes(scopes),
@@ -117,6 +132,7 @@ def _access(
         client_id=client_id,
         subject=subject,
         roles=frozenset(roles),
+        grant=grant,
     )
 
 

@@ -184,11 +184,15 @@ class AsyncpgEngine:
         async with self.unit_of_work() as session:
             return await work(session)
 
+    def _begin(self, **options: Any) -> Callable[[Any], Awaitable[Any]]:
+        """Opens a held connection: its transaction begun."""
+        return lambda connection: _Connection(connection, self._where).begin(**options)
+
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Reader]:
-        async with self._connections.held() as connection:
+        begin = self._begin(isolation="repeatable_read", readonly=True)
+        async with self._connections.held(begin) as (connection, transaction):
             held = _Connection(connection, self._where)
-            transaction = await held.begin(isolation="repeatable_read", readonly=True)
             try:
                 yield held
             finally:
@@ -205,9 +209,8 @@ class AsyncpgEngine:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Session]:
-        async with self._connections.held() as connection:
+        async with self._connections.held(self._begin()) as (connection, transaction):
             held = _Connection(connection, self._where)
-            transaction = await held.begin()
             try:
                 yield held
             except BaseException:

@@ -70,6 +70,28 @@ def map_driver_error(
     return mapped
 
 
+def _protocol(connection: Any) -> Any:
+    """asyncpg's protocol of ``connection``: its ``queries_count`` counts the statements put on
+    the wire (one only once it is sent; there is no public counter). Taken at checkout: a
+    connection terminated on error is at once detached from the pool's proxy."""
+    return connection._protocol
+
+
+def _unsent(exc: BaseException, protocol: Any, sent: int) -> bool:
+    """``exc`` is connection trouble met before anything of this checkout was sent.
+
+    The case: PostgreSQL terminated an idle connection (a restart, a failover,
+    ``pg_terminate_backend``) and its notice has arrived but not yet its close. asyncpg then
+    refuses every statement on it ("cannot switch to state ...; another operation (2) is in
+    progress") without counting it closed, so :func:`lost` cannot see it at checkout.
+    """
+    return (
+        isinstance(exc, FhirError)
+        and isinstance(exc.__cause__, (asyncpg.InterfaceError, asyncpg.InternalClientError))
+        and protocol.queries_count == sent
+    )
+
+
 def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)
 
@@ -130,25 +152,38 @@ class Connections:
     async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """``work(connection)`` on a checked-out connection, returned as by :meth:`_after`.
         (Not a context manager: on the hot path that would cost more than the rest.)"""
-        connection = await self.checkout()
-        try:
-            result = await work(connection)
-        except BaseException as exc:
-            await self._after(connection, exc)
-            raise
+        connection, result = await self._opened(work)
         await self.checkin(connection)
         return result
 
     @asynccontextmanager
-    async def held(self) -> AsyncIterator[Any]:
-        """A connection for the block, returned as by :meth:`_after`."""
-        connection = await self.checkout()
+    async def held(self, opening: Callable[[Any], Awaitable[T]]) -> AsyncIterator[tuple[Any, T]]:
+        """A connection for the block, with what ``opening(connection)`` returned (a begun
+        transaction, say); returned as by :meth:`_after`."""
+        connection, opened = await self._opened(opening)
         try:
-            yield connection
+            yield connection, opened
         except BaseException as exc:
             await self._after(connection, exc)
             raise
         await self.checkin(connection)
+
+    async def _opened(self, work: Callable[[Any], Awaitable[T]]) -> tuple[Any, T]:
+        """A checked-out connection and ``work(connection)``. A connection that fails before it
+        sent anything (see :func:`_unsent`) is dropped and ``work`` runs again on another:
+        nothing of it reached the server."""
+        for attempt in range(self._pool.get_max_size() + 1):
+            connection = await self.checkout()
+            protocol = _protocol(connection)
+            sent = protocol.queries_count
+            try:
+                return connection, await work(connection)
+            except BaseException as exc:
+                again = attempt < self._pool.get_max_size() and _unsent(exc, protocol, sent)
+                await self._after(connection, exc)
+                if not again:
+                    raise
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def _after(self, connection: Any, exc: BaseException) -> None:
         """A FHIR error (raised after a statement completed, or a mapped driver error) keeps the
