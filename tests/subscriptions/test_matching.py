@@ -304,3 +304,53 @@ def test_a_topic_is_evaluated_once_per_change_however_many_subscribe(matcher: Ma
     another = matcher.change("update", encounter("planned"), encounter("finished"))
     assert shared.fires(another)
     assert len(calls) == 2
+
+
+# -- candidates: only subscriptions a filter's reference does not rule out are tried -----------
+def test_candidates_are_exactly_those_that_can_trigger(matcher: Matcher) -> None:
+    """Filed by referenced patient, a change is tried against the subscriptions of its patient
+    and those without a reference filter; the answer is the same as trying all of them, for
+    topic filters (patient=), classic criteria (subject:Patient= with several ids,
+    subject:identifier=) and filters by other parameters."""
+    from healthbridge.subscriptions.candidates import Candidates, key_of
+    from healthbridge.subscriptions.live import Live
+    from healthbridge.subscriptions.owners import Owner
+
+    bodies = {
+        "p123": backport_subscription(),  # Encounter?patient=Patient/123
+        "p9": backport_subscription(_criteria=filters("Encounter?patient=9")),
+        "either": {**CLASSIC, "criteria": "Encounter?subject:Patient=9,123"},
+        "by-length": backport_subscription(_criteria=filters("Encounter?length=gt2")),
+        "identifier": {**CLASSIC, "criteria": "Encounter?subject:identifier=urn:mrn|9"},
+        "unfiltered": backport_subscription(_criteria=None),
+        "classic-9": {**CLASSIC, "criteria": "Encounter?patient=9&status=finished"},
+        "classic-obs": CLASSIC,
+    }
+    made = {name: compiled(matcher, body) for name, body in bodies.items()}
+    lives = {
+        name: Live(name, 1, c.subscription, c, Owner(name, "s", "active"))
+        for name, c in made.items()
+    }
+    ids = {"p123": {"123"}, "p9": {"9"}, "either": {"9", "123"}, "classic-9": {"9"}}
+    assert key_of(lives["p123"].compiled, "Encounter") == ("patient", ["123"])
+    assert key_of(lives["either"].compiled, "Encounter") == ("subject", ["9", "123"])
+    assert key_of(lives["by-length"].compiled, "Encounter") is None
+    assert key_of(lives["identifier"].compiled, "Encounter") is None
+    candidates = Candidates(lives)
+    assert candidates.types == {"Encounter", "Observation"}
+    for patient in ("123", "9", "77"):
+        for previous, current in [
+            (None, encounter("finished", patient)),
+            (encounter("in-progress", patient), encounter("finished", patient)),
+            (encounter("in-progress", "123"), encounter("finished", patient)),  # moved
+            (encounter("finished", patient), None),
+        ]:
+            interaction: Interaction = (
+                "create" if previous is None else "delete" if current is None else "update"
+            )
+            change = matcher.change(interaction, previous, current)
+            tried = [live.id for live in candidates.of(change)]
+            every = [name for name, live in lives.items() if live.compiled.triggers(change)]
+            assert [name for name in tried if lives[name].compiled.triggers(change)] == every
+            ruled_out = {"classic-obs"} | {n for n, of in ids.items() if patient not in of}
+            assert not set(tried) & ruled_out

@@ -44,6 +44,7 @@ from healthbridge.security.access import AccessPolicy
 from healthbridge.security.context import NeverRevoked, Revocations
 from healthbridge.store.repository import OutboxEvent, Repository, StoredResource
 from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
+from healthbridge.subscriptions.candidates import Candidates
 from healthbridge.subscriptions.channels.websocket import is_websocket
 from healthbridge.subscriptions.lease import Lease
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
@@ -99,7 +100,7 @@ class Dispatcher:
         self._seen = -1  # the cursor as this process last left or checked it (-1: not yet)
         self.lease = lease
         self.revocations = revocations or NeverRevoked()
-        self._types: tuple[dict[str, Live], frozenset[str]] | None = None
+        self._candidates: tuple[dict[str, Live], Candidates] | None = None
         self._renewed = -1e9
 
     async def step(self) -> int:
@@ -201,17 +202,17 @@ class Dispatcher:
         stored = await self._stored(resource_type, id, version)
         return None if stored is None else jsonformat.loads(stored.content)
 
-    def _triggered_by(self, subscriptions: dict[str, Live]) -> frozenset[str]:
-        """The resource types some live subscription can be triggered by (per loaded set)."""
-        if self._types is None or self._types[0] is not subscriptions:
-            types = frozenset().union(*(s.compiled.resource_types for s in subscriptions.values()))
-            self._types = (subscriptions, types)
-        return self._types[1]
+    def _filed(self, subscriptions: dict[str, Live]) -> Candidates:
+        """The live subscriptions filed by what can trigger them (once per loaded set)."""
+        if self._candidates is None or self._candidates[0] is not subscriptions:
+            self._candidates = (subscriptions, Candidates(subscriptions))
+        return self._candidates[1]
 
     async def _match(self, row: OutboxEvent, subscriptions: dict[str, Live]) -> list[NewEvent]:
         if row.resource_type == "Subscription" or not subscriptions:
             return []
-        if row.resource_type not in self._triggered_by(subscriptions):
+        filed = self._filed(subscriptions)
+        if row.resource_type not in filed.types:
             return []  # no subscription looks at this type: not even read
         before, after = await self._versions(row)
         focus = after or before
@@ -224,7 +225,7 @@ class Dispatcher:
         change = self.matcher.change(interaction, previous, current)
         found = []
         now = datetime.now(UTC)
-        for live in subscriptions.values():
+        for live in filed.of(change):  # (not those a filter's reference rules out)
             if ended(live, now):
                 continue  # past its Subscription.end (timekeeping.py turns it off)
             if (
