@@ -324,3 +324,51 @@ def test_a_patient_signing_in_subscribes_and_only_the_owner_changes_it(
         204,
     )
     assert h.run(Owners(h.repo.records).get(id)) is None
+
+
+def _conditional_transaction(endpoint: str) -> dict[str, object]:
+    """A conditional create of a Patient and a new Subscription, in one transaction."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "identifier": [{"value": "tx-1"}]},
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=tx-1"},
+            },
+            {
+                "resource": subscription(endpoint),
+                "request": {"method": "POST", "url": "Subscription"},
+            },
+        ],
+    }
+
+
+def test_a_conditional_transaction_checks_the_endpoint_before_it_holds_its_locks(
+    h: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction with conditional entries holds its unit of work (on SQLite: the only
+    writer) from the conditions to the commit; the endpoint's host is resolved before it, not
+    while every other write waits. A refused endpoint still fails the whole transaction."""
+    from healthbridge.rest.write_hooks import in_unit_of_work
+    from healthbridge.subscriptions.channels import registry
+
+    looked_up: list[bool] = []
+    real = registry.check_url
+
+    def recording(*args: object, **kwargs: object) -> object:
+        looked_up.append(in_unit_of_work())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(registry, "check_url", recording)
+    admin = bearer(token(h, "admin", USER_SCOPES))
+    done = h.client.post("/fhir", json=_conditional_transaction(receiver.url()), headers=admin)
+    assert done.status_code == 200, done.text
+    assert looked_up and not any(looked_up)
+    refused = h.client.post(
+        "/fhir", json=_conditional_transaction("http://10.0.0.7/hook"), headers=admin
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    found = h.client.get("/fhir/Subscription", headers=admin).json()
+    assert found.get("total", len(found.get("entry", []))) == 1  # the first one only

@@ -151,6 +151,11 @@ class FhirService:
             self.profiles.check(resource_type, body)  # 422 when it breaks a profile
         return body
 
+    async def prepare_write(self, resource_type: str, resource: Resource) -> None:
+        """The features' slow checks ahead of a unit of work (rest/write_hooks.py)."""
+        if resource_type in self.hooks:
+            await self.hooks.prepare(resource_type, resource, self.access)
+
     async def check_write(self, resource_type: str, resource: Resource) -> None:
         """The features' checks of a write (rest/write_hooks.py), after :meth:`check_body`."""
         if resource_type in self.hooks:

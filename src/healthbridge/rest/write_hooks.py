@@ -9,7 +9,8 @@ validation; a feature registers a :class:`WriteHook` for the resource types it c
 like any other), and its ``written`` runs after the commit with the request's access context.
 
 A hook's ``check`` may run inside an open unit of work (:func:`in_unit_of_work`), where it
-must not write to the database.
+must not write to the database; a transaction with conditional entries runs each entry's
+``prepare`` first, outside its unit of work, for what must not wait there (network lookups).
 
 A hook may hand the client something once, in the answer to the request that made the write
 (a subscription's signing secret): :func:`add_response_header` during ``written``; the router
@@ -32,6 +33,12 @@ _IN_UNIT: ContextVar[bool] = ContextVar("write_hook_in_unit_of_work", default=Fa
 
 
 class WriteHook(Protocol):
+    async def prepare(self, resource: Resource, access: AccessContext) -> None:
+        """Before a unit of work that will ``check`` ``resource``: the slow part of the check
+        (a network lookup), so that ``check`` can reuse its answer inside the unit instead
+        of waiting on the network while SQLite's only writer is held. Raises as ``check``."""
+        ...
+
     async def check(self, resource: Resource, access: AccessContext) -> None:
         """Refuse ``resource`` (raise a FhirError) before it is written by ``access``."""
         ...
@@ -52,6 +59,10 @@ class WriteHooks:
 
     def __contains__(self, resource_type: str) -> bool:
         return resource_type in self._hooks
+
+    async def prepare(self, resource_type: str, resource: Resource, access: AccessContext) -> None:
+        for hook in self._hooks.get(resource_type, ()):
+            await hook.prepare(resource, access)
 
     async def check(self, resource_type: str, resource: Resource, access: AccessContext) -> None:
         for hook in self._hooks.get(resource_type, ()):

@@ -7,9 +7,10 @@ update, conditional writes, PATCH, transaction and batch entries) runs it:
 
 * before the write: the resource is parsed against the known topics (built-in and stored Basic
   topics, :class:`~.topic_catalog.TopicCatalog`), its filters compiled for the matcher, its
-  channel checked (:meth:`~.channels.registry.Channels.check`: SSRF rules, resolved in a worker
-  thread) and a place taken in the writing client's quota of ``subscription_max_per_client``
-  live subscriptions (422 ``business-rule`` beyond it; :mod:`.quota`, race-free);
+  channel checked (:meth:`~.channels.registry.Channels.check`: SSRF rules, resolved in a
+  worker thread; ahead of a transaction's unit of work, :meth:`SubscriptionWrites.prepare`)
+  and a place taken in the writing client's quota of ``subscription_max_per_client`` live
+  subscriptions (422 ``business-rule`` beyond it; :mod:`.quota`, race-free);
 * after the commit: the writer becomes the owner (:mod:`.owners`); a new owner gets a new HMAC
   secret, returned once in the response header ``X-Subscription-Secret: Subscription/<id>
   <secret>``; the delivery queue's status becomes ``requested`` (the dispatcher sends the
@@ -19,11 +20,12 @@ update, conditional writes, PATCH, transaction and batch entries) runs it:
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Final
 
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.types import Resource
-from healthbridge.rest.write_hooks import add_response_header
+from healthbridge.rest.write_hooks import add_response_header, in_unit_of_work
 from healthbridge.security.context import AccessContext
 from healthbridge.store.repository import StoredResource
 from healthbridge.store.subscriptions import DeliveryQueue
@@ -36,6 +38,10 @@ from healthbridge.subscriptions.subscription import Subscription, parse_subscrip
 from healthbridge.subscriptions.topic_catalog import TopicCatalog
 
 SECRET_HEADER: Final = "X-Subscription-Secret"  # noqa: S105 - a header name
+_CHECKED: ContextVar[frozenset[tuple[str, str | None, tuple[tuple[str, str], ...]]]] = ContextVar(
+    "subscription_channels_checked", default=frozenset()
+)
+"""The channels the request being answered has checked (set per request task)."""
 
 
 class SubscriptionWrites:
@@ -65,16 +71,24 @@ class SubscriptionWrites:
         self.matcher.compile(subscription, topic)
         return subscription
 
+    async def prepare(self, resource: Resource, access: AccessContext) -> None:
+        await self._check_channel(await self.parse(resource))
+
     async def check(self, resource: Resource, access: AccessContext) -> None:
         subscription = await self.parse(resource)
-        await asyncio.to_thread(
-            self.channels.check,
-            subscription.channel_type,
-            subscription.endpoint,
-            subscription.headers,
-        )
+        await self._check_channel(subscription)
         if subscription.status in LIVE:
             await self.quota.reserve(access, besides=subscription.id)
+
+    async def _check_channel(self, subscription: Subscription) -> None:
+        """The channel's checks (SSRF rules: its host resolved, in a worker thread). Inside a
+        unit of work, a channel this request checked already (:meth:`prepare`, or an earlier
+        try of a PATCH) is not looked up again while the unit holds SQLite's writer."""
+        channel = (subscription.channel_type, subscription.endpoint, subscription.headers)
+        if in_unit_of_work() and channel in _CHECKED.get():
+            return
+        await asyncio.to_thread(self.channels.check, *channel)
+        _CHECKED.set(_CHECKED.get() | {channel})
 
     async def written(self, stored: StoredResource, access: AccessContext) -> None:
         if stored.deleted:

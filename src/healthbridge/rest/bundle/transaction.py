@@ -100,6 +100,12 @@ class TransactionRun:
         conditional = [e for e in writes if e.conditional]
         if conditional:
             names = [self._criteria(e)[1] for e in conditional]
+            for entry in writes:  # the features' network lookups, before the locks are held
+                if isinstance(entry.resource, dict):
+                    try:
+                        await self.service.prepare_write(entry.resource_type, entry.resource)
+                    except FhirError as exc:
+                        raise at(entry, exc) from None
             async with self.service.locked(names) as tx:
                 plan = await self._plan(writes, links, tx.read)
                 applied = await self._apply(plan, tx)
