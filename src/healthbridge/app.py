@@ -35,6 +35,8 @@ from healthbridge.fhir.search.parse import SearchLimits, SearchParser
 from healthbridge.fhir.validation import Validator
 from healthbridge.infra.logging import configure_logging, get_logger
 from healthbridge.infra.observability import Metrics, ObservabilityMiddleware
+from healthbridge.infra.sealing import Sealer
+from healthbridge.infra.secret_keys import load_sealer
 from healthbridge.jobs.reindex import ReindexRunner
 from healthbridge.jobs.search_registry import SearchRegistry
 from healthbridge.rest.bundle import BundleLimits, BundleProcessor
@@ -51,6 +53,7 @@ from healthbridge.rest.terminology import operations as terminology
 from healthbridge.rest.terminology.capabilities import TerminologyCapabilities
 from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
+from healthbridge.security.care_team import care_relationships
 from healthbridge.security.context import Authenticator
 from healthbridge.security.ratelimit import RateLimitConfig, RateLimiter
 from healthbridge.security.ratelimit_middleware import RateLimitMiddleware, parse_networks
@@ -148,7 +151,9 @@ def _fhir_router(
     if subscriptions is not None:
         subscriptions.catalog.on_change(capabilities.refresh)
     policy = AccessPolicy(
-        search, private_owners=subscriptions.ownership if subscriptions is not None else None
+        search,
+        private_owners=subscriptions.ownership if subscriptions is not None else None,
+        care=care_relationships(settings.user_access, repository, settings.care_relationship_days),
     )
     return Router(
         ctx,
@@ -201,6 +206,7 @@ async def _start_auth(
     app: Starlette,
     recorder: AuditRecorder,
     limiter: RateLimiter | None,
+    sealer: Sealer,
 ) -> AuthService | None:
     """The authorization server (auth/) with its routes mounted, its sign-in and token events
     audited; None with ``--no-auth``. Its token verifier is the FHIR API's authenticator."""
@@ -213,10 +219,23 @@ async def _start_auth(
         async def charge(client_id: str) -> None:
             await limiter.check_client(client_id, "token")
 
-    auth = AuthService(auth_config(settings), repository, events=events, charge=charge)
+    auth = AuthService(
+        auth_config(settings), repository, sealer=sealer, events=events, charge=charge
+    )
     await auth.start()
     app.router.routes.extend(auth.routes())
     return auth
+
+
+def _sealer(settings: Settings) -> Sealer:
+    """Seals the secrets kept in the database (infra/sealing.py) with the secret key; every
+    server process needs the same one (infra/secret_keys.py)."""
+    if settings.secret_key is None and settings.database_url().startswith("postgresql"):
+        _log.warning(
+            "the secret key is secret.key under the data directory: with servers on several "
+            "hosts, give them all the same HEALTHBRIDGE_SECRET_KEY"
+        )
+    return load_sealer(settings.secret_key, settings.secret_keys_previous, settings.data_dir)
 
 
 async def _stop_auth(auth: AuthService, app: Starlette) -> None:
@@ -273,7 +292,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        repository = await factory()
+        # The secret key first: a bad one stops the start before anything opens.
+        sealer, repository = _sealer(settings), await factory()
         state["repository"] = repository
         # Build the UCUM unit registry (about 1.5 s) now, not on the first quantity written.
         await asyncio.to_thread(ucum.conversion, "mg")
@@ -290,7 +310,7 @@ def create_app(
             base_url=settings.fhir_base_url(),
             definitions=registry.core,
         )
-        auth = await _start_auth(settings, repository, app, recorder, limiter)
+        auth = await _start_auth(settings, repository, app, recorder, limiter, sealer)
         entry.fhir = _fhir_router(
             settings,
             repository,
@@ -308,6 +328,7 @@ def create_app(
                     registry.core,
                     recorder,
                     revocations=auth.verifier if auth is not None else None,
+                    sealer=sealer,
                 )
             ),
         )

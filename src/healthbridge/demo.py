@@ -1,5 +1,9 @@
 """A small, deterministic demo data set: patients with encounters, observations (vital signs and
-labs coded in LOINC with UCUM units), conditions (SNOMED CT) and medication requests (RxNorm).
+labs coded in LOINC with UCUM units), conditions (SNOMED CT) and medication requests (RxNorm),
+and the demo clinician (``Practitioner/demo-practitioner-1``) with an active CareTeam
+(https://hl7.org/fhir/R4/careteam.html) over each patient: the care relationship that lets the
+clinician's ``user/`` scopes reach them (docs/access-control.md, "Clinicians: care
+relationships").
 
 The resources are generated, not copied from anywhere, and validate against the R4 definitions.
 Ids are fixed (``demo-...``) so that loading twice changes nothing.
@@ -77,6 +81,14 @@ _MEDICATIONS = [
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+PRACTITIONER_ID = "demo-practitioner-1"
+PRACTITIONER: Resource = {
+    "resourceType": "Practitioner",
+    "id": PRACTITIONER_ID,
+    "active": True,
+    "name": [{"family": "Clinician", "given": ["Demo"], "prefix": ["Dr."]}],
+}
+"""The demo clinician (the ``demo-clinician`` account of ``serve --demo`` is this person)."""
 
 
 def _patient(rng: random.Random, n: int) -> Resource:
@@ -90,6 +102,22 @@ def _patient(rng: random.Random, n: int) -> Resource:
         "gender": rng.choice(["female", "male"]),
         "birthDate": born.isoformat(),
         "address": [{"city": rng.choice(["Springfield", "Riverton", "Lakeside"]), "country": "US"}],
+    }
+
+
+def _care_team(patient: str) -> Resource:
+    return {
+        "resourceType": "CareTeam",
+        "id": f"{patient.removeprefix('demo-')}-careteam",
+        "status": "active",
+        "name": "Primary care",
+        "subject": {"reference": f"Patient/{patient}"},
+        "participant": [
+            {
+                "role": [{"text": "Primary care physician"}],
+                "member": {"reference": f"Practitioner/{PRACTITIONER_ID}"},
+            }
+        ],
     }
 
 
@@ -188,12 +216,15 @@ def _medication_request(patient: str, n: int, code: str, display: str, day: date
 
 
 def demo_resources(patients: int = 10, seed: int = 7) -> Iterator[Resource]:
-    """Yield the demo data set: each patient's resources after the patient."""
+    """Yield the demo data set: the clinician, then each patient's resources after the
+    patient."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    yield dict(PRACTITIONER)
     for n in range(1, patients + 1):
         patient = _patient(rng, n)
         yield patient
         pid = patient["id"]
+        yield _care_team(pid)
         for e in range(1, 3):
             day = date(2025, 1, 1) + timedelta(days=rng.randrange(0, 600))
             encounter = _encounter(pid, e, day)

@@ -7,7 +7,7 @@ import ipaddress
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import limits
 from pydantic import Field, field_validator
@@ -15,7 +15,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEALTHBRIDGE_", extra="ignore")
+    # Errors name the setting, never echo its value (keys and passwords are settings too).
+    model_config = SettingsConfigDict(
+        env_prefix="HEALTHBRIDGE_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -54,6 +57,21 @@ class Settings(BaseSettings):
         le=60,
         description="How often each server process checks for custom SearchParameter changes "
         "made through $reindex (a reindex waits about twice this before it scans)",
+    )
+
+    # -- access control (security/access.py, docs/access-control.md) --
+    user_access: Literal["care-team", "all"] = Field(
+        default="care-team",
+        description="What user/ scopes reach: care-team holds a clinician to the records of "
+        "the patients they have a care relationship with (users with the admin or "
+        "all-patients role excepted); all gives every patient's records",
+    )
+    care_relationship_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="How long after a finished Encounter its participants keep a care "
+        "relationship with its patient (user_access=care-team)",
     )
 
     # -- rate limits (security/ratelimit.py) --
@@ -235,6 +253,23 @@ class Settings(BaseSettings):
         "data_dir, created on first start",
     )
 
+    # -- secrets at rest (infra/sealing.py, docs/authorization.md#secrets-at-rest) --
+    secret_key: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=32,
+        description="Key that seals the secrets stored in the database (token signing keys, "
+        "TOTP secrets) with AES-256-GCM (at least 32 characters; the same for every server "
+        "process: set it when PostgreSQL is shared by several hosts). Default: secret.key "
+        "under data_dir, created on first start",
+    )
+    secret_keys_previous: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="Comma-separated older secret keys, still accepted for opening sealed "
+        "values until `healthbridge secrets rotate` has re-sealed them with secret_key",
+    )
+
     @field_validator(
         "rate_limit_ip",
         "rate_limit_client",
@@ -260,6 +295,17 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             for item in value:
                 ipaddress.ip_network(str(item).strip(), strict=False)  # ValueError if not
+        return value
+
+    @field_validator("secret_keys_previous", mode="before")
+    @classmethod
+    def _previous_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [str(v).strip() for v in value if str(v).strip()]
+            if any(len(v) < 32 for v in value):
+                raise ValueError("secret_keys_previous: every key must be at least 32 characters")
         return value
 
     @field_validator("outbound_allowed_hosts", mode="before")

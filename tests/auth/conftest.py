@@ -26,6 +26,8 @@ from starlette.testclient import TestClient
 from healthbridge.app import create_app
 from healthbridge.auth.clients import Client, ClientStore
 from healthbridge.auth.users import UserStore
+from healthbridge.infra.sealing import Sealer
+from healthbridge.infra.secret_keys import load_sealer
 from healthbridge.settings import Settings
 from healthbridge.store.instants import system_clock
 from healthbridge.store.repository import Repository
@@ -83,6 +85,7 @@ class Harness:
     client: TestClient
     repo: Repository
     created: list[str] = field(default_factory=list)
+    sealer: Sealer | None = None  # the app's: opens the secrets it stores sealed
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Await ``work`` on the app's own event loop."""
@@ -141,8 +144,12 @@ class Harness:
     def signing_key(self, kid: str) -> RSAKey:
         """The server's private signing key ``kid`` (to forge tokens in tests)."""
         for record in self.run(self.repo.records.records("signing-key")):
-            if record.value["jwk"]["kid"] == kid:
-                return RSAKey.import_key(record.value["jwk"])
+            jwk = record.value["jwk"]
+            if isinstance(jwk, str):  # sealed (auth/keys.py)
+                assert self.sealer is not None
+                jwk = json.loads(self.sealer.open(jwk, f"signing-key/{record.value['kid']}"))
+            if jwk["kid"] == kid:
+                return RSAKey.import_key(jwk)
         raise AssertionError(f"no key {kid}")
 
     def forge(
@@ -266,6 +273,7 @@ def make_harness(
 ) -> Iterator[Harness]:
     values = {"public_base_url": FHIR, "rate_limits": False, **overrides}
     settings = Settings(data_dir=tmp_path, access_log=False, **values)
+    sealer = load_sealer(settings.secret_key, settings.secret_keys_previous, settings.data_dir)
     stack = AsyncExitStack()
     holder: dict[str, Repository] = {}
 
@@ -276,7 +284,7 @@ def make_harness(
 
     app = create_app(settings, repository_factory=factory)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
-        harness = Harness(client, holder["repo"])
+        harness = Harness(client, holder["repo"], sealer=sealer)
         for resource in (PATIENT_RESOURCE, OTHER_PATIENT, PRACTITIONER, RELATED, ENCOUNTER):
             harness.put(resource)
         harness.user("pat", "Patient/p1", name="Amara Okafor")

@@ -16,6 +16,7 @@ from healthbridge.auth.events import AuthEvent
 from healthbridge.auth.service import AuthService
 from healthbridge.store.memory import MemoryRepository
 from tests.auth.conftest import BASE, FHIR, PATIENT_RESOURCE, Harness
+from tests.support.sealing import SEALER
 
 
 def test_every_sign_in_and_token_event_reaches_the_sink() -> None:
@@ -25,7 +26,9 @@ def test_every_sign_in_and_token_event_reaches_the_sink() -> None:
         events.append(event)
 
     repo = MemoryRepository()
-    service = AuthService(AuthConfig(BASE, FHIR, frozenset({FHIR})), repo, events=sink)
+    service = AuthService(
+        AuthConfig(BASE, FHIR, frozenset({FHIR})), repo, sealer=SEALER, events=sink
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -35,7 +38,7 @@ def test_every_sign_in_and_token_event_reaches_the_sink() -> None:
 
     app = Starlette(routes=service.routes(), lifespan=lifespan)
     with TestClient(app, base_url=BASE) as client:
-        auth = Harness(client, repo)
+        auth = Harness(client, repo, sealer=SEALER)
         auth.put(PATIENT_RESOURCE)
         auth.user("pat", "Patient/p1")
         auth.public_app()

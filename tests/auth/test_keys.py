@@ -15,6 +15,7 @@ from healthbridge.auth.keys import KeyRing
 from healthbridge.auth.tokens import InvalidToken, TokenVerifier
 from healthbridge.store.memory_records import MemoryRecords
 from tests.support.clock import FakeClock
+from tests.support.sealing import SEALER
 
 BASE = "http://localhost"
 FHIR = f"{BASE}/fhir"
@@ -29,7 +30,7 @@ def _kids(ring: KeyRing) -> list[str]:
 async def test_rotation_publishes_ahead_and_keeps_old_keys_while_tokens_live() -> None:
     clock = FakeClock()
     records = MemoryRecords(clock)
-    ring = KeyRing(records, clock, DAY, KEEP)
+    ring = KeyRing(records, clock, DAY, KEEP, sealer=SEALER)
     await ring.refresh()
     current = ring.signing_key()
     published = _kids(ring)
@@ -59,7 +60,7 @@ async def test_processes_agree_on_the_keys() -> None:
     """Two server processes making the period's key at once end up with the same one."""
     clock = FakeClock()
     records = MemoryRecords(clock)
-    one, two = (KeyRing(records, clock, DAY, KEEP) for _ in range(2))
+    one, two = (KeyRing(records, clock, DAY, KEEP, sealer=SEALER) for _ in range(2))
     await asyncio.gather(one.refresh(), two.refresh())
     await one.refresh()
     await two.refresh()
@@ -71,8 +72,8 @@ async def test_processes_agree_on_the_keys() -> None:
 async def test_a_key_made_by_another_process_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     records = MemoryRecords(clock)
-    one = KeyRing(records, clock, DAY, KEEP)
-    two = KeyRing(records, clock, DAY, KEEP)
+    one = KeyRing(records, clock, DAY, KEEP, sealer=SEALER)
+    two = KeyRing(records, clock, DAY, KEEP, sealer=SEALER)
     await one.refresh()
     await two.refresh()
     clock.advance(days=2)  # "one" makes the new period's keys; "two" has not looked yet

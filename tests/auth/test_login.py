@@ -75,7 +75,8 @@ async def test_lockout_expires_and_success_resets_the_count() -> None:
 def test_totp_second_factor(any_auth: Harness) -> None:
     auth = any_auth
     secret = totp.new_secret()
-    auth.run(UserStore(auth.repo.records, system_clock).update("pat", totp_secret=secret))
+    users = UserStore(auth.repo.records, system_clock, sealer=auth.sealer)
+    auth.run(users.update("pat", totp_secret=secret))
     params = auth.authorize_params()
     step = auth.sign_in(params, "pat")
     assert step.status_code == 200 and "one-time code" in step.text

@@ -27,6 +27,7 @@ from healthbridge.store.repository import Repository
 from healthbridge.store.sql import migrate, open_repository
 from tests.auth.conftest import BASE, FHIR
 from tests.support import databases
+from tests.support.sealing import SEALER
 
 
 @pytest.fixture(params=databases.SQL_BACKEND_PARAMS)
@@ -43,7 +44,9 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 async def _keys(repo: Repository) -> KeyRing:
-    keys = KeyRing(repo.records, system_clock, timedelta(days=30), timedelta(minutes=10))
+    keys = KeyRing(
+        repo.records, system_clock, timedelta(days=30), timedelta(minutes=10), sealer=SEALER
+    )
     await keys.refresh()
     return keys
 

@@ -22,6 +22,7 @@ from healthbridge.fhir.errors import Unauthorized
 from healthbridge.store.instants import system_clock
 from healthbridge.store.memory_records import MemoryRecords
 from tests.auth.conftest import BASE, FHIR, Harness
+from tests.support.sealing import SEALER
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -114,7 +115,7 @@ def test_garbage_tokens(auth: Harness, garbage: str) -> None:
 async def _setup() -> tuple[TokenIssuer, TokenVerifier, MemoryRecords]:
     records = MemoryRecords(system_clock)
     config = AuthConfig(BASE, FHIR, frozenset({FHIR}))
-    keys = KeyRing(records, system_clock, timedelta(days=30), timedelta(minutes=10))
+    keys = KeyRing(records, system_clock, timedelta(days=30), timedelta(minutes=10), sealer=SEALER)
     await keys.refresh()
     return TokenIssuer(config, keys), TokenVerifier(keys, records, BASE, frozenset({FHIR})), records
 
@@ -164,7 +165,7 @@ async def test_revocation_by_jti_or_grant_takes_effect_at_once() -> None:
 async def test_the_cache_is_bounded_and_the_hot_path_is_fast() -> None:
     records = MemoryRecords(system_clock)
     config = AuthConfig(BASE, FHIR, frozenset({FHIR}))
-    keys = KeyRing(records, system_clock, timedelta(days=30), timedelta(minutes=10))
+    keys = KeyRing(records, system_clock, timedelta(days=30), timedelta(minutes=10), sealer=SEALER)
     await keys.refresh()
     issuer = TokenIssuer(config, keys)
     verifier = TokenVerifier(keys, records, BASE, frozenset({FHIR}), cache_size=8)

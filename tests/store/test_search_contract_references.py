@@ -9,6 +9,8 @@ out by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from healthbridge.fhir.errors import InvalidRequest
@@ -328,3 +330,52 @@ async def test_compartment_of_a_deleted_member(repo: Repository) -> None:
     owner = ("Patient", "pa")
     assert await _compartment_ids(repo, owner, "Observation") == {"performer-pa"}
     assert await ids(repo, "Observation", "subject=Patient/pa") == []
+
+
+async def _within_ids(
+    repo: Repository,
+    within: tuple[str, frozenset[str]],
+    resource_type: str | None,
+    querystring: str = "",
+    compartment: tuple[str, str] | None = None,
+) -> set[str]:
+    query = dataclasses.replace(
+        parse(resource_type, querystring, compartment=compartment), within=within
+    )
+    page = await repo.search(query)
+    assert page.next_cursor is None
+    return {f"{s.resource_type}/{s.id}" for s in page.matches}
+
+
+async def test_within_several_compartments(repo: Repository) -> None:
+    """``SearchQuery.within`` (access control's confinement to a set of patients): members of
+    the compartment of any of the owners (an OR over them), ANDed with the rest, a named
+    compartment included; no owners, no results."""
+    await _compartment_world(repo)
+    await store(repo, resource("Patient", "pc"), obs("subject-pc", subject=to("Patient/pc")))
+    both = ("Patient", frozenset({"pa", "pc"}))
+    assert await _within_ids(repo, both, "Observation") == {
+        "Observation/subject-pa",
+        "Observation/performer-pa",
+        "Observation/subject-pc",
+    }
+    assert await _within_ids(repo, both, "Observation", "code=1234-5") == {
+        "Observation/subject-pa",
+        "Observation/subject-pc",
+    }
+    assert await _within_ids(repo, both, "Patient") == {"Patient/pa", "Patient/pb", "Patient/pc"}
+    assert await _within_ids(repo, ("Patient", frozenset({"pc"})), "Patient") == {"Patient/pc"}
+    assert await _within_ids(repo, ("Patient", frozenset()), "Observation") == set()
+    assert await _within_ids(repo, ("Patient", frozenset()), "Patient") == set()
+    every = await _within_ids(repo, both, None, "_type=Observation,Encounter")
+    assert every == {
+        "Observation/subject-pa",
+        "Observation/performer-pa",
+        "Observation/subject-pc",
+        "Encounter/e1",
+    }
+    in_e1 = await _within_ids(repo, both, "Observation", compartment=("Encounter", "e1"))
+    assert in_e1 == set()  # in-e1 is pb's, and pb is not among the owners
+    pb = ("Patient", frozenset({"pb"}))
+    in_e1 = await _within_ids(repo, pb, "Observation", compartment=("Encounter", "e1"))
+    assert in_e1 == {"Observation/in-e1"}

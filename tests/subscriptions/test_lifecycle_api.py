@@ -53,7 +53,7 @@ def test_create_records_the_owner_and_returns_the_secret_once(
     assert created.status_code == 201, created.text
     id = created.json()["id"]
     secret = _secret(created.headers["x-subscription-secret"], id)
-    owner = h.run(Owners(h.repo.records).get(id))
+    owner = h.run(Owners(h.repo.records, h.sealer).get(id))
     assert owner is not None
     assert (owner.client_id, owner.patient, owner.fhir_user) == ("app", "p1", "Practitioner/dr1")
     assert owner.subject == "doc" and "patient/*.rs" in owner.scopes
@@ -65,8 +65,12 @@ def test_create_records_the_owner_and_returns_the_secret_once(
     again = h.client.put(f"/fhir/Subscription/{id}", json=body, headers=bearer(pat))
     assert again.status_code == 200, again.text
     assert "x-subscription-secret" not in again.headers
-    kept = h.run(Owners(h.repo.records).get(id))
+    kept = h.run(Owners(h.repo.records, h.sealer).get(id))
     assert kept is not None and kept.secret == secret
+    # sealed at rest: the record holds no usable secret (a database copy cannot sign)
+    stored = h.run(h.repo.records.get_record("subscription", id))
+    assert stored is not None and secret not in str(stored.value)
+    assert stored.value["secret"].startswith("sealed:")
 
 
 def test_a_new_writer_becomes_the_owner_with_a_new_secret(h: Harness, receiver: Receiver) -> None:
@@ -81,7 +85,7 @@ def test_a_new_writer_becomes_the_owner_with_a_new_secret(h: Harness, receiver: 
     taken = h.client.put(f"/fhir/Subscription/{id}", json=created.json(), headers=bearer(doc))
     assert taken.status_code == 200, taken.text
     second = _secret(taken.headers["x-subscription-secret"], id)
-    owner = h.run(Owners(h.repo.records).get(id))
+    owner = h.run(Owners(h.repo.records, h.sealer).get(id))
     assert owner is not None and owner.secret == second != first
     assert owner.subject == "admin" and owner.patient is None
 
@@ -105,7 +109,7 @@ def test_endpoints_that_would_reach_inside_are_refused(h: Harness, endpoint: str
     outcome = refused.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == ["Subscription.channel.endpoint"]
-    assert h.run(Owners(h.repo.records).all()) == []
+    assert h.run(Owners(h.repo.records, h.sealer).all()) == []
 
 
 @pytest.mark.parametrize(
@@ -161,7 +165,7 @@ def test_the_per_client_cap(h: Harness, receiver: Receiver) -> None:
         200,
         204,
     )
-    assert h.run(Owners(h.repo.records).get(ids[0])) is None
+    assert h.run(Owners(h.repo.records, h.sealer).get(ids[0])) is None
     again = h.client.post(
         "/fhir/Subscription", json=subscription(receiver.url()), headers=bearer(pat)
     )
@@ -226,7 +230,7 @@ def test_hostile_channels_are_outcomes_never_500(h: Harness, channel: dict[str, 
     refused = h.client.post("/fhir/Subscription", json=body, headers=bearer(doc))
     assert 400 <= refused.status_code < 500, refused.text
     assert refused.json()["resourceType"] == "OperationOutcome"
-    assert h.run(Owners(h.repo.records).all()) == []
+    assert h.run(Owners(h.repo.records, h.sealer).all()) == []
 
 
 def test_a_transaction_hands_out_each_secret(h: Harness, receiver: Receiver) -> None:
@@ -244,7 +248,7 @@ def test_a_transaction_hands_out_each_secret(h: Harness, receiver: Receiver) -> 
     assert answer.status_code == 200, answer.text
     ids = [e["response"]["location"].split("/")[1] for e in answer.json()["entry"]]
     given = dict(v.split(" ") for v in answer.headers.get_list("x-subscription-secret"))
-    owners = Owners(h.repo.records)
+    owners = Owners(h.repo.records, h.sealer)
     for id in ids:
         owner = h.run(owners.get(id))
         assert owner is not None and given[f"Subscription/{id}"] == owner.secret
@@ -280,7 +284,7 @@ def test_one_transaction_cannot_pass_the_cap(
             "/fhir", json=bundle | {"entry": [*first, entry, entry]}, headers=bearer(doc)
         )
         assert done.status_code == 200, done.text
-        assert len(h.run(Owners(h.repo.records).all())) == 2
+        assert len(h.run(Owners(h.repo.records, h.sealer).all())) == 2
 
 
 SELF_SCOPES = "launch/patient openid fhirUser patient/*.rs patient/Subscription.cruds"
@@ -298,7 +302,7 @@ def test_a_patient_signing_in_subscribes_and_only_the_owner_changes_it(
     )
     assert made.status_code == 201, made.text
     id = made.json()["id"]
-    owner = h.run(Owners(h.repo.records).get(id))
+    owner = h.run(Owners(h.repo.records, h.sealer).get(id))
     assert owner is not None and owner.patient == "p1" and owner.access().patient == "p1"
     assert owner.fhir_user == "Patient/p1"
 
@@ -314,7 +318,7 @@ def test_a_patient_signing_in_subscribes_and_only_the_owner_changes_it(
         "entry": [{"request": {"method": "DELETE", "url": f"Subscription/{id}"}}],
     }
     assert h.client.post("/fhir", json=bundle, headers=bearer(doc)).status_code == 404
-    kept = h.run(Owners(h.repo.records).get(id))
+    kept = h.run(Owners(h.repo.records, h.sealer).get(id))
     assert kept is not None and kept.subject == "pat"
 
     changed = h.client.put(f"/fhir/Subscription/{id}", json=body, headers=bearer(pat))
@@ -323,7 +327,7 @@ def test_a_patient_signing_in_subscribes_and_only_the_owner_changes_it(
         200,
         204,
     )
-    assert h.run(Owners(h.repo.records).get(id)) is None
+    assert h.run(Owners(h.repo.records, h.sealer).get(id)) is None
 
 
 def _conditional_transaction(endpoint: str) -> dict[str, object]:

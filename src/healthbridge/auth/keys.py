@@ -10,13 +10,18 @@ signed have expired: its record expires at the end of its period plus the longes
 lifetime. Two processes creating the same period's key race on ``add_record``; the loser uses
 the winner's key.
 
-Private keys are stored in the database as JWKs (the database must be protected like the key
-material it holds); the ``kid`` is the RFC 7638 thumbprint.
+The ``kid`` is the RFC 7638 thumbprint. The private JWK is stored sealed
+(:mod:`healthbridge.infra.sealing`, AES-256-GCM under ``HEALTHBRIDGE_SECRET_KEY``) for the
+purpose ``signing-key/<kid>``, with the ``kid`` beside it in the clear: a copy of the database
+alone does not give the keys away, and a sealed key moved to another record does not open.
+Records written before sealing (a plain JWK) are still read, and sealed by ``healthbridge
+secrets rotate`` (:data:`SIGNING_KEYS`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,8 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from joserfc.jwk import RSAKey
 
 from healthbridge.auth import state
+from healthbridge.infra.sealing import Sealer
 from healthbridge.store.instants import Clock, from_micros, to_micros, utc
-from healthbridge.store.records import RecordStore
+from healthbridge.store.records import Record, RecordStore
+from healthbridge.store.sealed_records import SealedField
 
 ALGORITHM = "RS256"
 RELOAD_SECONDS = 5.0
@@ -52,11 +59,55 @@ def _generate() -> dict[str, Any]:
     return data
 
 
+def _kid(value: dict[str, Any]) -> str:
+    """The kid of a stored key: beside the sealed JWK, or inside a legacy plain one."""
+    kid = value.get("kid")
+    if kid is None:
+        kid = value["jwk"]["kid"]
+    return str(kid)
+
+
+def _purpose(kid: str) -> str:
+    return f"signing-key/{kid}"
+
+
+def _sealed_value(jwk: dict[str, Any], period: int, sealer: Sealer) -> dict[str, Any]:
+    kid = str(jwk["kid"])
+    return {"kid": kid, "jwk": sealer.seal(json.dumps(jwk), _purpose(kid)), "period": period}
+
+
+def _open_jwk(value: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    stored = value["jwk"]
+    if isinstance(stored, dict):  # written before sealing
+        return stored
+    jwk: dict[str, Any] = json.loads(sealer.open(stored, _purpose(_kid(value))))
+    return jwk
+
+
+SIGNING_KEYS = SealedField(
+    "token signing keys",
+    state.SIGNING_KEY,
+    "jwk",
+    purpose=lambda record: _purpose(_kid(record.value)),
+    plaintext=json.dumps,
+    rewrite=lambda record, sealed: {**record.value, "kid": _kid(record.value), "jwk": sealed},
+)
+"""The private JWKs, for ``healthbridge secrets status`` and ``rotate``."""
+
+
 class KeyRing:
     def __init__(
-        self, records: RecordStore, clock: Clock, rotation: timedelta, keep_after: timedelta
+        self,
+        records: RecordStore,
+        clock: Clock,
+        rotation: timedelta,
+        keep_after: timedelta,
+        *,
+        sealer: Sealer,
     ) -> None:
+        """``sealer`` seals the private keys stored and opens them when loaded."""
         self._records = records
+        self._sealer = sealer
         self._clock = clock
         self._rotation_s = max(int(rotation.total_seconds()), 1)
         self._keep_after = keep_after
@@ -83,9 +134,8 @@ class KeyRing:
                 if await self._records.get_record(state.SIGNING_KEY, key) is None:
                     jwk = await asyncio.to_thread(_generate)
                     expires = self._period_start(p + 1) + self._keep_after
-                    await self._records.add_record(
-                        state.SIGNING_KEY, key, {"jwk": jwk, "period": p}, expires
-                    )
+                    value = _sealed_value(jwk, p, self._sealer)
+                    await self._records.add_record(state.SIGNING_KEY, key, value, expires)
             await self._load()
 
     async def _load(self) -> None:
@@ -93,21 +143,23 @@ class KeyRing:
         keys: dict[str, SigningKey] = {}
         by_period: dict[int, SigningKey] = {}
         for record in records:
-            known = self._keys.get(record.value["jwk"]["kid"])
-            if known is None:
-                private = RSAKey.import_key(record.value["jwk"])
-                public = private.public_key
-                assert isinstance(public, RSAPublicKey)
-                expires = record.expires or _FOREVER
-                known = SigningKey(
-                    private.kid or "", record.value["period"], private, public, expires
-                )
+            # The kid outside is bound to the sealed key (associated data): a known kid is the
+            # same key, so it is opened and parsed once per process.
+            known = self._keys.get(_kid(record.value)) or self._import(record)
             keys[known.kid] = known
             # Keys made under another rotation setting still verify, but never sign.
             if record.key.startswith(f"{self._rotation_s}-"):
                 by_period[known.period] = known
         self._keys, self._by_period = keys, by_period
         self._loaded_at = time.monotonic()
+
+    def _import(self, record: Record) -> SigningKey:
+        """The stored key, opened (SealingError names the missing secret key)."""
+        private = RSAKey.import_key(_open_jwk(record.value, self._sealer))
+        public = private.public_key
+        assert isinstance(public, RSAPublicKey)
+        expires = record.expires or _FOREVER
+        return SigningKey(private.kid or "", record.value["period"], private, public, expires)
 
     async def current(self) -> SigningKey:
         """The key to sign with now (made or loaded first when the period changed)."""

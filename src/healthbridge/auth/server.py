@@ -46,6 +46,7 @@ from healthbridge.auth.launch import LaunchContext, LaunchStore
 from healthbridge.auth.revocation import RevocationEndpoint
 from healthbridge.auth.tokens import TokenVerifier
 from healthbridge.auth.users import Lockout, UserStore
+from healthbridge.infra.sealing import Sealer
 from healthbridge.security.scopes import parse_scopes
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import RecordStore
@@ -121,6 +122,8 @@ class AuthServer(AuthorizationServer):  # type: ignore[misc]
         clock: Clock,
         keys: KeyRing,
         events: EventSink,
+        *,
+        sealer: Sealer,
     ) -> None:
         super().__init__()
         self.config = config
@@ -130,7 +133,10 @@ class AuthServer(AuthorizationServer):  # type: ignore[misc]
         self.events = events
         self.clients = ClientStore(records)
         self.users = UserStore(
-            records, clock, Lockout(config.lockout_threshold, config.lockout_duration)
+            records,
+            clock,
+            Lockout(config.lockout_threshold, config.lockout_duration),
+            sealer=sealer,
         )
         self.launches = LaunchStore(records, clock)
         self.credentials = Credentials(records, config, clock, events)

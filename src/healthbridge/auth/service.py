@@ -42,6 +42,7 @@ from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.infra.logging import get_logger
+from healthbridge.infra.sealing import Sealer, SealingError
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.repository import Repository
 
@@ -68,19 +69,25 @@ class AuthService:
         config: AuthConfig,
         repository: Repository,
         *,
+        sealer: Sealer,
         clock: Clock = system_clock,
         events: EventSink = log_event,
         charge: Charge | None = None,
     ) -> None:
-        """``charge`` spends one request from a client's token budget (the app passes the
-        process's rate limiter)."""
+        """``sealer`` seals the secrets stored at rest (signing keys, TOTP secrets); ``charge``
+        spends one request from a client's token budget (the app passes the process's rate
+        limiter)."""
         self.config = config
         records = repository.records
         self.records = records
         self.keys = KeyRing(
-            records, clock, config.key_rotation, config.access_lifetime + timedelta(minutes=5)
+            records,
+            clock,
+            config.key_rotation,
+            config.access_lifetime + timedelta(minutes=5),
+            sealer=sealer,
         )
-        self.server = AuthServer(config, records, clock, self.keys, events)
+        self.server = AuthServer(config, records, clock, self.keys, events, sealer=sealer)
         self.sessions = Sessions(
             records, clock, config.session_lifetime, secure=config.secure_cookies
         )
@@ -124,6 +131,8 @@ class AuthService:
                 await self.records.purge_expired_records()
             except FhirError as exc:  # the database is briefly unavailable: next time
                 _log.warning("auth upkeep failed", error=str(exc))
+            except SealingError as exc:  # a key sealed with a secret key not configured here
+                _log.error("auth upkeep failed", error=str(exc))
 
     def routes(self) -> list[BaseRoute]:
         """The routes to mount (the same objects on every call)."""

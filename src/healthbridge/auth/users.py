@@ -1,16 +1,24 @@
 """User accounts of the sign-in page: who may authorize apps, and who they are in FHIR terms.
 
 SMART's ``fhirUser`` (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#fhiruser)
-links each account to the Patient, Practitioner or RelatedPerson resource the person is. Roles
-(``admin``, ``auditor``, ...) travel in the access token for the server's own policies.
+links each account to the Patient, Practitioner (or PractitionerRole) or RelatedPerson resource
+the person is. Roles (``admin``, ``auditor``, ``restricted-data``, ``all-patients``...) travel in
+the access token for the server's own policies (docs/access-control.md).
 Passwords are Argon2id hashes (:mod:`.passwords`); TOTP (:mod:`.totp`) is an optional second
 factor. After ``lockout_threshold`` failed sign-ins in a row an account is locked for
 ``lockout_duration`` (NIST SP 800-63B 5.2.2 https://pages.nist.gov/800-63-3/sp800-63b.html#throttle);
 the counter is updated with compare-and-set writes, so parallel guesses all count.
+
+TOTP secrets are stored sealed (:mod:`healthbridge.infra.sealing`, purpose ``totp/<username>``):
+:attr:`User.totp_secret` is the stored form, opened only to check a code. A secret given in
+plain (enrolment) is sealed when written; so is a legacy plaintext one, or one sealed with an
+older key, whenever its account is written again (and by ``healthbridge secrets rotate``,
+:data:`TOTP_SECRETS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -19,12 +27,16 @@ from enum import Enum
 from typing import Any
 
 from healthbridge.auth import passwords, state, totp
+from healthbridge.infra.sealing import Sealer, SealingError
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.records import Record, RecordStore
+from healthbridge.store.sealed_records import SealedField
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 ROLE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-FHIR_USER = re.compile(r"(Patient|Practitioner|RelatedPerson)/[A-Za-z0-9\-.]{1,64}")
+FHIR_USER = re.compile(
+    r"(Patient|Practitioner|PractitionerRole|RelatedPerson)/[A-Za-z0-9\-.]{1,64}"
+)
 _RETRIES = 10
 
 
@@ -38,7 +50,7 @@ class User:
     fhir_user: str | None  # e.g. "Patient/123"
     roles: frozenset[str] = frozenset()
     password_hash: str | None = None
-    totp_secret: str | None = None
+    totp_secret: str | None = None  # as stored: sealed (plain only until written)
     disabled: bool = False
     failures: int = 0
     locked_until: datetime | None = None
@@ -82,6 +94,16 @@ def _user(record: Record) -> User:
     )
 
 
+def _totp_purpose(username: str) -> str:
+    return f"totp/{username}"
+
+
+TOTP_SECRETS = SealedField(
+    "TOTP secrets", state.USER, "totp", lambda record: _totp_purpose(record.key)
+)
+"""The users' TOTP secrets, for ``healthbridge secrets status`` and ``rotate``."""
+
+
 class SignIn(Enum):
     OK = "ok"
     NEEDS_TOTP = "totp"
@@ -100,20 +122,50 @@ def check_fields(username: str, fhir_user: str | None, roles: frozenset[str]) ->
             "a user name is 1-64 letters, digits and . _ @ - (starting with a letter or digit)"
         )
     if fhir_user is not None and not FHIR_USER.fullmatch(fhir_user):
-        raise UserError("fhirUser must be Patient/<id>, Practitioner/<id> or RelatedPerson/<id>")
+        raise UserError(
+            "fhirUser must be Patient/<id>, Practitioner/<id>, PractitionerRole/<id> or "
+            "RelatedPerson/<id>"
+        )
     for role in roles:
         if not ROLE.fullmatch(role):
             raise UserError(f"{role!r} is not a role name (lower-case letters, digits, -)")
 
 
 class UserStore:
-    def __init__(self, records: RecordStore, clock: Clock, lockout: Lockout | None = None):
+    def __init__(
+        self,
+        records: RecordStore,
+        clock: Clock,
+        lockout: Lockout | None = None,
+        *,
+        sealer: Sealer | None = None,
+    ):
+        """``sealer`` seals the TOTP secrets written and opens them to check codes. Without
+        one (account chores that never touch the second factor) stored secrets are kept as
+        they are, and setting or checking one raises :class:`UserError`."""
         self._records = records
         self._clock = clock
+        self._sealer = sealer
         self.lockout = lockout or Lockout()
 
     def now(self) -> datetime:
         return utc(self._clock())
+
+    def _stored(self, user: User, before: str | None = None) -> dict[str, Any]:
+        """The record value of ``user``, its TOTP secret sealed with the current key
+        (``before``: the secret as stored until now, kept when there is no sealer)."""
+        value = user.value()
+        secret = user.totp_secret or None
+        if self._sealer is None:
+            if secret is not None and secret != before:
+                raise UserError("a TOTP secret is stored sealed: this needs the secret key")
+        elif secret is not None and not self._sealer.is_current(secret):
+            purpose = _totp_purpose(user.username)
+            # Sealed with a key not configured here: kept as it is (`secrets status` shows it).
+            with contextlib.suppress(SealingError):
+                secret = self._sealer.seal(self._sealer.open(secret, purpose), purpose)
+        value["totp"] = secret
+        return value
 
     async def get(self, username: str) -> User | None:
         if not USERNAME.fullmatch(username):
@@ -147,7 +199,7 @@ class UserStore:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         user = User(username, fhir_user, roles, hashed, name=name)
-        if not await self._records.add_record(state.USER, username, user.value()):
+        if not await self._records.add_record(state.USER, username, self._stored(user)):
             raise UserError(f"the user name {username!r} is taken")
         return await self._require(username)
 
@@ -163,8 +215,9 @@ class UserStore:
             user = await self._require(username)
             changed = _replace(user, changes)
             check_fields(changed.username, changed.fhir_user, changed.roles)
+            value = self._stored(changed, user.totp_secret)
             written = await self._records.put_record(
-                state.USER, username, changed.value(), if_version=user.version
+                state.USER, username, value, if_version=user.version
             )
             if written is not None:
                 if changed.disabled != user.disabled:
@@ -202,7 +255,10 @@ class UserStore:
         fresh = await self.get(user.username)
         if fresh is None or fresh.disabled or fresh.locked(self.now()) or not fresh.totp_secret:
             return False
-        if await totp.verify(self._records, fresh.username, fresh.totp_secret, code, self.now()):
+        if self._sealer is None:
+            raise UserError("checking a TOTP code needs the secret key")
+        secret = self._sealer.open(fresh.totp_secret, _totp_purpose(fresh.username))
+        if await totp.verify(self._records, fresh.username, secret, code, self.now()):
             return True
         await self.record_failure(fresh.username)
         return False
@@ -218,7 +274,10 @@ class UserStore:
                 failures, locked = 0, self.now() + self.lockout.duration
             changed = _replace(user, {"failures": failures, "locked_until": locked})
             if await self._records.put_record(
-                state.USER, username, changed.value(), if_version=user.version
+                state.USER,
+                username,
+                self._stored(changed, user.totp_secret),
+                if_version=user.version,
             ):
                 return
 

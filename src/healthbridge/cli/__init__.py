@@ -17,7 +17,15 @@ import typer
 from rich.progress import Progress
 
 from healthbridge import FHIR_VERSION, __version__
-from healthbridge.cli import audit, clients, packages, subscriptions, terminology, users
+from healthbridge.cli import (
+    audit,
+    clients,
+    packages,
+    secrets,
+    subscriptions,
+    terminology,
+    users,
+)
 from healthbridge.cli.options import DataDirOpt, DbOpt, console, migrate_or_exit, settings_of
 from healthbridge.settings import Settings
 
@@ -28,6 +36,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(packages.app, name="packages")
 app.add_typer(terminology.app, name="terminology")
 app.add_typer(subscriptions.app, name="subscriptions")
+app.add_typer(secrets.app, name="secrets")
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")]
 PortOpt = Annotated[int | None, typer.Option(help="Port [default: 8080]")]

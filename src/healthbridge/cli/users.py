@@ -1,9 +1,12 @@
 """``healthbridge users ...``: the accounts that sign in to authorize apps (docs/authorization.md).
 
-Each user links to the FHIR resource they are (``--fhir-user Patient/123``, ``Practitioner/...``
-or ``RelatedPerson/...``; SMART's ``fhirUser``) and may hold roles (``admin``, ``auditor``...).
+Each user links to the FHIR resource they are (``--fhir-user Patient/123``, ``Practitioner/...``,
+``PractitionerRole/...`` or ``RelatedPerson/...``; SMART's ``fhirUser``) and may hold roles
+(``admin``, ``auditor``, ``all-patients``...: docs/access-control.md).
 Passwords are asked for twice without echo (or read from stdin with ``--password-stdin``) and
-stored as Argon2id hashes.
+stored as Argon2id hashes. TOTP secrets are stored sealed with the secret key
+(``HEALTHBRIDGE_SECRET_KEY`` or ``secret.key`` in the data directory: give the commands the
+same one as the server).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from healthbridge.auth.config import auth_config
 from healthbridge.auth.users import User, UserError, UserStore
 from healthbridge.cli.auth_store import read_secret, with_records
 from healthbridge.cli.options import DataDirOpt, DbOpt, console, settings_of
+from healthbridge.infra.secret_keys import SecretKeyError, load_sealer
 from healthbridge.store.instants import system_clock
 from healthbridge.store.records import RecordStore
 
@@ -31,10 +35,20 @@ StdinOpt = Annotated[
 
 
 def _run(
-    database: str | None, data_dir: Path | None, work: Callable[[RecordStore], Awaitable[T]]
+    database: str | None, data_dir: Path | None, work: Callable[[UserStore], Awaitable[T]]
 ) -> T:
+    settings = settings_of(database=database, data_dir=data_dir)
     try:
-        return with_records(settings_of(database=database, data_dir=data_dir), work)
+        sealer = load_sealer(settings.secret_key, settings.secret_keys_previous, settings.data_dir)
+    except SecretKeyError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+    async def on_records(records: RecordStore) -> T:
+        return await work(UserStore(records, system_clock, sealer=sealer))
+
+    try:
+        return with_records(settings, on_records)
     except UserError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -44,9 +58,18 @@ def _run(
 def create(
     username: Annotated[str, typer.Argument(help="The sign-in name")],
     fhir_user: Annotated[
-        str | None, typer.Option(help="Patient/<id>, Practitioner/<id> or RelatedPerson/<id>")
+        str | None,
+        typer.Option(
+            help="Patient/<id>, Practitioner/<id>, PractitionerRole/<id> or RelatedPerson/<id>"
+        ),
     ] = None,
-    role: Annotated[list[str] | None, typer.Option(help="A role (repeatable): admin...")] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A role (repeatable): admin, auditor, restricted-data, all-patients (sees "
+            "every patient, not only those in their care)..."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="Display name")] = "",
     with_totp: Annotated[bool, typer.Option("--totp", help="Require a TOTP code")] = False,
     password_stdin: StdinOpt = False,
@@ -57,8 +80,7 @@ def create(
     password = read_secret("Password", password_stdin)
     settings = settings_of(database=database, data_dir=data_dir)
 
-    async def work(records: RecordStore) -> tuple[User, str | None]:
-        users = UserStore(records, system_clock)
+    async def work(users: UserStore) -> tuple[User, str | None]:
         user = await users.create(
             username, password, fhir_user=fhir_user, roles=frozenset(role or ()), name=name
         )
@@ -79,8 +101,8 @@ def create(
 def list_(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """List users."""
 
-    async def work(records: RecordStore) -> list[User]:
-        return await UserStore(records, system_clock).all()
+    async def work(users: UserStore) -> list[User]:
+        return await users.all()
 
     users = _run(database, data_dir, work)
     table = Table("user", "fhirUser", "roles", "TOTP", "state")
@@ -97,8 +119,8 @@ def list_(database: DbOpt = None, data_dir: DataDirOpt = None) -> None:
 
 
 def _change(username: str, database: str | None, data_dir: Path | None, **changes: object) -> None:
-    async def work(records: RecordStore) -> User:
-        return await UserStore(records, system_clock).update(username, **changes)
+    async def work(users: UserStore) -> User:
+        return await users.update(username, **changes)
 
     _run(database, data_dir, work)
     print(f"Updated user {username}")
@@ -132,8 +154,8 @@ def set_password(
     """Set a new password (and lift any lockout)."""
     password = read_secret("New password", password_stdin)
 
-    async def work(records: RecordStore) -> User:
-        return await UserStore(records, system_clock).set_password(username, password)
+    async def work(users: UserStore) -> User:
+        return await users.set_password(username, password)
 
     _run(database, data_dir, work)
     print(f"Updated user {username}")

@@ -13,6 +13,11 @@ includes, conditional operations, transactions and batches, operations) is check
   compartment answer the same 404 as resources that never existed, included resources outside
   it are dropped, and writes must keep the resource in that compartment only (403 otherwise:
   a resource may not name another patient, nor be moved to one);
+* a ``user/`` grant is confined the same way to the compartments of the user's care set, the
+  patients they have a care relationship with (:mod:`.care_team`; searches get an OR over the
+  set as ``SearchQuery.within``), unless the policy has no care relationships
+  (``user_access = "all"``) or the user is an administrator or holds ``all-patients``; a new
+  Patient may be created (registration);
 * granular scopes (``patient/Observation.rs?category=laboratory``) become search criteria ORed
   together and ANDed to the query, and reads must match one of them;
 * security labels (``meta.security``) the operator marks as hidden keep resources out of reach
@@ -46,10 +51,17 @@ from healthbridge.fhir.search.query import (
     FilterAnd,
     FilterExpr,
     FilterOr,
-    ReferenceQuery,
     SearchQuery,
 )
 from healthbridge.fhir.types import Resource
+from healthbridge.security.care_team import ALL_PATIENTS, RELATIONSHIP_TYPES, CareRelationships
+from healthbridge.security.compartment import (
+    PATIENT,
+    check_care_write,
+    check_patient_write,
+    confine,
+    passed_through,
+)
 from healthbridge.security.context import AccessContext
 from healthbridge.security.decisions import Decision, decide
 from healthbridge.store.repository import (
@@ -65,7 +77,6 @@ from healthbridge.store.repository import (
 )
 from healthbridge.store.versioning import not_found
 
-PATIENT = "Patient"
 AUDITED = "AuditEvent"
 CONFORMANCE = frozenset(
     {
@@ -134,6 +145,8 @@ class AccessPolicy:
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     consent: ConsentHook | None = None
     private_owners: PrivateOwners | None = None
+    care: CareRelationships | None = None
+    """Holds ``user/`` grants to the user's care set (None: ``user_access = "all"``)."""
     _indexer: tuple[Definitions, Indexer] | None = None
     _unlabelled: tuple[Definitions, dict[str, Clause]] | None = None
 
@@ -182,26 +195,6 @@ class AccessPolicy:
         except FhirError:
             return False
         return await checks.visible(decision, stored)
-
-
-def _patients_referenced(resource: Resource) -> set[str]:
-    """The ids of the Patients any ``reference`` in ``resource`` names (relative or absolute,
-    with or without ``_history``), at any depth, extensions and contained resources included."""
-    found: set[str] = set()
-    stack: list[object] = [resource]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "reference" and isinstance(value, str):
-                    parts = value.partition("/_history/")[0].rsplit("/", 2)
-                    if len(parts) >= 2 and parts[-2] == PATIENT:
-                        found.add(parts[-1])
-                elif isinstance(value, dict | list):
-                    stack.append(value)
-        elif isinstance(node, list):
-            stack.extend(item for item in node if isinstance(item, dict | list))
-    return found
 
 
 def _prune(node: object, hidden: frozenset[tuple[str, str]]) -> bool:
@@ -280,7 +273,7 @@ class _Checks:
     """The decisions and content checks of one request (shared by the repository wrapper and
     its transactions)."""
 
-    __slots__ = ("_cleared", "access", "policy")
+    __slots__ = ("_care", "_cleared", "access", "policy")
 
     def __init__(self, access: AccessContext, policy: AccessPolicy) -> None:
         self.access = access
@@ -288,13 +281,20 @@ class _Checks:
         self._cleared = (
             policy.labels.clearance_role in access.roles or "system" in access.scopes.contexts
         )
+        care = policy.care
+        held = care is not None and not is_admin(access) and ALL_PATIENTS not in access.roles
+        self._care = care if held else None
+        """The care relationships ``user/`` grants are held to (None: not held)."""
 
     @property
     def filters_results(self) -> bool:
         """Whether search results may hold what this token must not see (a patient
         confinement for includes, labels to hide or cut, a consent hook to ask)."""
         return (
-            self.access.patient is not None or not self._cleared or self.policy.consent is not None
+            self.access.patient is not None
+            or self._care is not None
+            or not self._cleared
+            or self.policy.consent is not None
         )
 
     # -- decisions ----------------------------------------------------------------------
@@ -336,13 +336,26 @@ class _Checks:
             )
         return decision
 
-    def confined(self, decision: Decision, resource_type: str) -> str | None:
-        """The patient a decision confines ``resource_type`` to (None: not confined)."""
-        if decision.patient is None:
+    async def patients(self, decision: Decision, resource_type: str) -> frozenset[str] | None:
+        """The patients to whose records a decision confines ``resource_type``: the launch
+        patient of a ``patient/`` grant, the care set of a ``user/`` grant held to one; None
+        when not confined (``system/`` grants, types outside the patient compartment...)."""
+        if decision.patient is None and (self._care is None or decision.context != "user"):
             return None
         if not self.policy.definitions.compartment_params(PATIENT, resource_type):
             return None  # not patient data (Medication, Organization...)
-        return decision.patient
+        if decision.patient is not None:
+            return frozenset((decision.patient,))
+        if resource_type == AUDITED and may_audit(self.access):
+            return None  # an auditor reads the whole audit trail
+        assert self._care is not None
+        return await self._care.patients(self.access, self.policy.search)
+
+    def wrote(self, resource_types: Sequence[str]) -> None:
+        """This token wrote these types: its care set is found afresh when one may change it
+        (a Patient registered with it as general practitioner, a CareTeam it joined...)."""
+        if self._care is not None and not RELATIONSHIP_TYPES.isdisjoint(resource_types):
+            self._care.forget(self.access)
 
     # -- content -------------------------------------------------------------------------
     def owners(self, resource: Resource) -> set[str]:
@@ -400,14 +413,14 @@ class _Checks:
         bytes hold any) or a consent hook."""
         if stored.deleted:
             return True  # nothing to show; existence is checked on the live versions
-        patient = self.confined(decision, stored.resource_type)
-        own_record = patient is None or (stored.resource_type == PATIENT and stored.id == patient)
+        patients = await self.patients(decision, stored.resource_type)
+        own_record = patients is None or (stored.resource_type == PATIENT and stored.id in patients)
         labels = not self._cleared and _LABELS_MARK in stored.content
         consent = self.policy.consent
         if own_record and not decision.filters and not labels and consent is None:
             return True
         resource = jsonformat.loads(stored.content)
-        if not own_record and patient not in self.owners(resource):
+        if patients is not None and not own_record and patients.isdisjoint(self.owners(resource)):
             return False
         if labels and self.labelled(resource):
             return False
@@ -415,32 +428,28 @@ class _Checks:
             return False
         return consent is None or await consent.permits(self.access, resource)
 
-    def check_write(self, decision: Decision, resource_type: str, resource: Resource) -> None:
+    async def check_write(
+        self,
+        decision: Decision,
+        resource_type: str,
+        resource: Resource,
+        registered: frozenset[str] = frozenset(),
+    ) -> None:
         """403 unless ``resource`` may be written under ``decision``. A patient-context token
         may write a :data:`PRIVATE` resource (its own Subscription: what it is sent is read
-        under the same confinement), none of another patient's record."""
+        under the same confinement), none of another patient's record. A ``user/`` grant held
+        to a care set writes only in the records of those patients or of the ``registered``
+        ones (Patients created by the same transaction)."""
         if decision.patient is not None and resource_type not in PRIVATE:
-            patient = self.confined(decision, resource_type)
-            if patient is None:
-                raise Forbidden(
-                    f"A patient-context token may not write {resource_type} (it is not part of "
-                    "a patient's record)",
-                    code="forbidden",
-                )
             owners = self.owners(resource)
-            if owners != {patient}:
-                records = ", ".join(sorted(f"Patient/{o}" for o in owners)) or "no patient"
-                raise Forbidden(
-                    f"This {resource_type} must belong to Patient/{patient} only (it would be "
-                    f"in the record of {records})",
-                    code="forbidden",
-                )
-            for link in _patients_referenced(resource):
-                if link != patient:
-                    raise Forbidden(
-                        f"This {resource_type} refers to Patient/{link}, another patient",
-                        code="forbidden",
-                    )
+            check_patient_write(
+                self.policy.definitions, decision.patient, owners, resource_type, resource
+            )
+        elif self._care is not None and decision.context == "user":
+            patients = await self.patients(decision, resource_type)
+            if patients is not None:
+                owners = self.owners(resource)
+                check_care_write(patients | registered, owners, resource_type, resource)
         if decision.filters and not self.matches_filters(decision, resource):
             raise Forbidden(
                 f"The granted scopes allow writing only {resource_type} resources that match "
@@ -454,7 +463,7 @@ class _Checks:
             )
 
     # -- searches ------------------------------------------------------------------------
-    def restrict(self, query: SearchQuery) -> SearchQuery:
+    async def restrict(self, query: SearchQuery) -> SearchQuery:
         """``query`` narrowed to what the token may see (403 when it may not search)."""
         types = (query.resource_type,) if query.resource_type else query.types
         if not types:
@@ -465,25 +474,18 @@ class _Checks:
                 )
             types = ()
         decisions = [self.allow(t, _search_interaction(query)) for t in types]
-        patients = {self.confined(d, t) for d, t in zip(decisions, types, strict=True)}
-        if None in patients and len(patients) > 1:
+        confinements = {await self.patients(d, t) for d, t in zip(decisions, types, strict=True)}
+        if len(confinements) > 1:
             raise Forbidden(
                 "Search patient-record types and other types separately with this token",
                 code="forbidden",
             )
-        patient = next(iter(patients), None)
-        if patient is not None:
-            if query.compartment is None:
-                if not self._already_confined(query, patient):
-                    query = replace(query, compartment=(PATIENT, patient))
-            elif query.compartment[0] != PATIENT:
-                raise Forbidden(
-                    f"A patient-context token searches the Patient compartment only, not "
-                    f"{query.compartment[0]}/{query.compartment[1]}",
-                    code="forbidden",
-                )
-            elif query.compartment[1] != patient:
-                query = replace(query, clauses=(*query.clauses, self._nothing(query)))
+        patients = next(iter(confinements), None)
+        if patients is not None:
+            context = decisions[0].patient is not None
+            query = confine(self.policy.search, query, patients, patient_context=context)
+        elif self._care is not None or self.access.patient is not None:
+            await self._check_reach(query)
         restrictions: list[FilterExpr] = []
         if query.resource_type is not None and decisions[0].filters:
             sets = [
@@ -504,39 +506,20 @@ class _Checks:
             query = replace(query, filter=expr)
         return query
 
-    def _already_confined(self, query: SearchQuery, patient: str) -> bool:
-        """True when a criterion of ``query`` already keeps it inside ``patient``'s
-        compartment: a plain reference to ``Patient/{patient}`` (one value, no modifier other
-        than ``:Patient``, no chain) on one of the compartment's parameters of the type, as in
-        ``Observation?patient=123``. Adding the compartment to such a search would only make
-        the database do the same work twice."""
-        if query.resource_type is None:
-            return False
-        params = self.policy.definitions.compartment_params(PATIENT, query.resource_type)
-        for clause in query.clauses:
-            if (
-                clause.param in params
-                and clause.param_type == "reference"
-                and not clause.chain
-                and not clause.has
-                and clause.modifier in (None, PATIENT)
-                and len(clause.values) == 1
-            ):
-                value = clause.values[0]
-                if (
-                    isinstance(value, ReferenceQuery)
-                    and value.url is None
-                    and value.resource_type == PATIENT
-                    and value.id == patient
-                ):
-                    return True
-        return False
-
-    def _nothing(self, query: SearchQuery) -> Clause:
-        """A criterion no resource meets (another patient's compartment: no results)."""
-        clause = self.policy.search.clause(query.resource_type or "Resource", "_id", "-")
-        assert clause is not None
-        return clause
+    async def _check_reach(self, query: SearchQuery) -> None:
+        """403 when a search of types outside the patients' records reaches patient data this
+        token is confined in (or may not search) through a chain or ``_has``: it would tell
+        what other patients' records hold (``Practitioner?_has:Observation:performer:...``)."""
+        for type_ in sorted(passed_through(query)):
+            if not self.policy.definitions.compartment_params(PATIENT, type_):
+                continue
+            decision = decide(self.access, type_, "search-type")
+            if not decision.allowed or await self.patients(decision, type_) is not None:
+                raise Forbidden(
+                    f"This search reaches {type_} resources (patient records) through a chain "
+                    f"or _has from a type outside them; search {type_} itself",
+                    code="forbidden",
+                )
 
     async def included(self, page: SearchPage) -> list[StoredResource]:
         """The page's included resources this token may see (each type decided once)."""
@@ -603,7 +586,7 @@ class AccessControlled:
         return HistoryPage(kept, page.next_cursor, None)
 
     async def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
-        restricted = self.checks.restrict(query)
+        restricted = await self.checks.restrict(query)
         page = await self.inner.search(restricted, cursor)
         if not self.checks.filters_results:
             return page
@@ -644,68 +627,93 @@ class AccessControlled:
         self, resource_type: str, resource: Resource, id: str | None = None
     ) -> StoredResource:
         decision = self.checks.allow(resource_type, "create")
-        self.checks.check_write(decision, resource_type, resource)
-        return await self.inner.create(resource_type, resource, id)
+        await self.checks.check_write(decision, resource_type, resource)
+        stored = await self.inner.create(resource_type, resource, id)
+        self.checks.wrote((resource_type,))
+        return stored
 
     async def update(
         self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        decision = await self._update_decision(resource_type, id)
-        self.checks.check_write(decision, resource_type, resource)
-        return await self.inner.update(resource_type, id, resource, if_match)
+        decision, _ = await self._update_decision(resource_type, id)
+        await self.checks.check_write(decision, resource_type, resource)
+        result = await self.inner.update(resource_type, id, resource, if_match)
+        self.checks.wrote((resource_type,))
+        return result
 
-    async def _update_decision(self, resource_type: str, id: str) -> Decision:
+    async def _update_decision(self, resource_type: str, id: str) -> tuple[Decision, bool]:
+        """The decision of an update, and whether it creates the resource."""
         decision = self.checks.allow(resource_type, "update")
         if await self._guard_existing(decision, resource_type, id):
-            return decision
-        return self.checks.allow(resource_type, "create")  # update as create
+            return decision, False
+        return self.checks.allow(resource_type, "create"), True  # update as create
 
     async def delete(
         self, resource_type: str, id: str, if_match: int | None = None
     ) -> StoredResource | None:
         decision = self.checks.allow(resource_type, "delete")
         await self._guard_existing(decision, resource_type, id)
-        return await self.inner.delete(resource_type, id, if_match)
+        deleted = await self.inner.delete(resource_type, id, if_match)
+        self.checks.wrote((resource_type,))
+        return deleted
 
     async def _check_changes(self, changes: Sequence[Change]) -> None:
         """Every change checked before any is written; the first refused one raises
-        :class:`ChangeFailed` naming it (a transaction Bundle names the entry)."""
+        :class:`ChangeFailed` naming it (a transaction Bundle names the entry). Patients the
+        changes create count as in the care set of a user held to one (a registration Bundle
+        may write the new patient's first resources with it)."""
+        decisions: list[Decision] = []
+        registered: set[str] = set()
         for index, change in enumerate(changes):
             try:
-                await self._check_change(change)
+                decision, creates = await self._change_decision(change)
+            except FhirError as exc:
+                raise ChangeFailed(index, exc) from None
+            decisions.append(decision)
+            if creates and change.resource_type == PATIENT:
+                registered.add(change.id)
+        new = frozenset(registered)
+        for index, (change, decision) in enumerate(zip(changes, decisions, strict=True)):
+            if change.resource is None:
+                continue
+            try:
+                await self.checks.check_write(decision, change.resource_type, change.resource, new)
             except FhirError as exc:
                 raise ChangeFailed(index, exc) from None
 
-    async def _check_change(self, change: Change) -> None:
+    async def _change_decision(self, change: Change) -> tuple[Decision, bool]:
         if change.method == "create":
-            decision = self.checks.allow(change.resource_type, "create")
-        elif change.method == "update":
-            decision = await self._update_decision(change.resource_type, change.id)
-        else:
-            decision = self.checks.allow(change.resource_type, "delete")
-            await self._guard_existing(decision, change.resource_type, change.id)
-        if change.resource is not None:
-            self.checks.check_write(decision, change.resource_type, change.resource)
+            return self.checks.allow(change.resource_type, "create"), True
+        if change.method == "update":
+            return await self._update_decision(change.resource_type, change.id)
+        decision = self.checks.allow(change.resource_type, "delete")
+        await self._guard_existing(decision, change.resource_type, change.id)
+        return decision, False
 
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
         await self._check_changes(changes)
-        return await self.inner.apply(changes)
+        applied = await self.inner.apply(changes)
+        self.checks.wrote([c.resource_type for c in changes])
+        return applied
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.inner.transaction() as tx:
-            yield _ControlledTransaction(tx, self)
+            controlled = _ControlledTransaction(tx, self)
+            yield controlled
+        self.checks.wrote(controlled.written)  # committed
 
 
 class _ControlledTransaction:
     """A unit of work under the same checks; a refusal raises inside it, so nothing of the
     unit commits (one refused entry fails the whole transaction Bundle)."""
 
-    __slots__ = ("owner", "tx")
+    __slots__ = ("owner", "tx", "written")
 
     def __init__(self, tx: Transaction, owner: AccessControlled) -> None:
         self.tx = tx
         self.owner = owner
+        self.written: list[str] = []  # the types written: the care set may change on commit
 
     async def lock(self, name: str) -> None:
         await self.tx.lock(name)
@@ -722,14 +730,16 @@ class _ControlledTransaction:
         self, resource_type: str, resource: Resource, id: str | None = None
     ) -> StoredResource:
         checks = self.owner.checks
-        checks.check_write(checks.allow(resource_type, "create"), resource_type, resource)
+        await checks.check_write(checks.allow(resource_type, "create"), resource_type, resource)
+        self.written.append(resource_type)
         return await self.tx.create(resource_type, resource, id)
 
     async def update(
         self, resource_type: str, id: str, resource: Resource, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
-        decision = await self.owner._update_decision(resource_type, id)
-        self.owner.checks.check_write(decision, resource_type, resource)
+        decision, _ = await self.owner._update_decision(resource_type, id)
+        await self.owner.checks.check_write(decision, resource_type, resource)
+        self.written.append(resource_type)
         return await self.tx.update(resource_type, id, resource, if_match)
 
     async def delete(
@@ -738,8 +748,10 @@ class _ControlledTransaction:
         checks = self.owner.checks
         decision = checks.allow(resource_type, "delete")
         await self.owner._guard_existing(decision, resource_type, id)
+        self.written.append(resource_type)
         return await self.tx.delete(resource_type, id, if_match)
 
     async def apply(self, changes: Sequence[Change]) -> list[Applied]:
         await self.owner._check_changes(changes)
+        self.written.extend(c.resource_type for c in changes)
         return await self.tx.apply(changes)

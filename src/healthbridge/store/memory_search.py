@@ -14,6 +14,7 @@ SQL planner also follows (the search contract suite checks both):
 * compartments (https://hl7.org/fhir/R4/compartmentdefinition.html): a reference to the owner
   in any of the type's compartment parameters; the owner itself is in its own compartment
   (``{def}``, and the owner's type when the definition lists it, as Patient with ``link``);
+  ``within`` is the same test for any of several owners;
 * order, keyset cursors and totals: :mod:`healthbridge.store.memory_search_order`;
 * ``_include``/``_revinclude`` (search.html#include): see :meth:`MemorySearch.included`.
 
@@ -23,7 +24,7 @@ from the stored bytes) and cached until the resource changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from healthbridge.fhir import jsonformat
@@ -197,22 +198,29 @@ class MemorySearch:
         for resource_type in self._types(query):
             candidates = self.live(resource_type)
             if query.compartment is not None:
-                member = self._compartment_test(query.compartment, resource_type)
+                owner_type, owner_id = query.compartment
+                member = self._compartment_test(owner_type, (owner_id,), resource_type)
+                candidates = [r for r in candidates if member(r)]
+            if query.within is not None:
+                member = self._compartment_test(*query.within, resource_type)
                 candidates = [r for r in candidates if member(r)]
             found.extend(r for r in candidates if all(test(r) for test in tests))
         return found
 
-    def _compartment_test(self, compartment: tuple[str, str], resource_type: str) -> Test:
-        owner_type, owner_id = compartment
+    def _compartment_test(
+        self, owner_type: str, owner_ids: Collection[str], resource_type: str
+    ) -> Test:
+        """Members of the compartment of any of ``owner_ids`` (of ``owner_type``)."""
         params = self.definitions.compartment_params(owner_type, resource_type)
         is_owner_type = bool(params) and (resource_type == owner_type or "{def}" in params)
         links = [p for p in params if p != "{def}"]
-        owner = frozenset({(owner_type, owner_id)})
+        ids = frozenset(owner_ids)
+        owners = frozenset((owner_type, owner_id) for owner_id in ids)
 
         def member(r: Indexed) -> bool:
-            if is_owner_type and r.stored.id == owner_id:
+            if is_owner_type and r.stored.id in ids:
                 return True
-            return any(refers(r.values(p), owner) for p in links)
+            return any(refers(r.values(p), owners) for p in links)
 
         return member
 

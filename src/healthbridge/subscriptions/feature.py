@@ -21,9 +21,11 @@ from starlette.types import ASGIApp
 from healthbridge.audit.recorder import AuditRecorder
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.infra.sealing import Sealer
 from healthbridge.rest.operations.registry import Operation
 from healthbridge.rest.write_hooks import WriteHooks
 from healthbridge.security.access import AccessPolicy
+from healthbridge.security.care_team import care_relationships
 from healthbridge.security.context import Revocations
 from healthbridge.settings import Settings
 from healthbridge.store.repository import Repository
@@ -66,16 +68,18 @@ class SubscriptionsFeature:
         definitions: Definitions,
         recorder: AuditRecorder | None = None,
         revocations: Revocations | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """``revocations`` (the token verifier; None with ``--no-auth``) says when an owner's
-        authorization was revoked: its subscriptions stop (:mod:`.standing`)."""
+        authorization was revoked: its subscriptions stop (:mod:`.standing`); ``sealer`` seals
+        the owners' signing secrets at rest (the app's; None only in tests)."""
         self.settings = settings
         self.repository = repository  # unrestricted: the owner's access is applied per event
         search = SearchParser(definitions)
         self.catalog = TopicCatalog(builtin_topics(), repository, search)
         self.matcher = Matcher(definitions)
         self.channels = Channels(channels_config(settings))
-        self.owners = Owners(repository.records)
+        self.owners = Owners(repository.records, sealer)
         self.ownership = Ownership(self.owners)  # who may change or delete a Subscription
         self.writes = SubscriptionWrites(
             self.catalog,
@@ -86,7 +90,9 @@ class SubscriptionsFeature:
             settings.subscription_max_per_client,
         )
         self.live = LiveSubscriptions(repository, search, self.catalog, self.matcher, self.owners)
-        policy = AccessPolicy(search)  # as the FHIR API's: the owners' reads are checked alike
+        # as the FHIR API's: the owners' reads are checked alike (clinicians held to their care)
+        care = care_relationships(settings.user_access, repository, settings.care_relationship_days)
+        policy = AccessPolicy(search, care=care)
         self.sender = Sender(self.channels, settings.fhir_base_url())
         self.worker = DeliveryWorker(
             repository,

@@ -4,7 +4,8 @@ Subscriptions Backport IG, https://hl7.org/fhir/uv/subscriptions-backport/safety
 a notification must carry nothing its subscriber could not read. The server records, per
 Subscription, the access context of the client that last wrote it (client, subject, granted
 scopes, launch patient, fhirUser, roles, the grant its token came from) and an HMAC secret that
-signs its rest-hook notifications (:mod:`.channels.signature`). They live in the record store (kind
+signs its rest-hook notifications (:mod:`.channels.signature`), sealed at rest (purpose
+``subscription/<id>``, :mod:`healthbridge.infra.sealing`). They live in the record store (kind
 ``subscription``, key the Subscription id), never in the resource itself, which others may read.
 :meth:`Owner.access` rebuilds the context that matching and full-resource payloads run under;
 once that authorization is revoked (the grant revoked, the client or user disabled) the
@@ -17,12 +18,24 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from healthbridge.infra.sealing import Sealer, SealingError
 from healthbridge.security.context import UNRESTRICTED, AccessContext
 from healthbridge.security.scopes import parse_scopes
-from healthbridge.store.records import RecordStore
+from healthbridge.store.records import Record, RecordStore
+from healthbridge.store.sealed_records import SealedField
 
 KIND: Final = "subscription"
 LIVE: Final = frozenset({"active", "requested"})
+
+
+def _purpose(subscription_id: str) -> str:
+    return f"subscription/{subscription_id}"
+
+
+SUBSCRIPTION_SECRETS: Final = SealedField(
+    "subscription signing secrets", KIND, "secret", lambda record: _purpose(record.key)
+)
+"""The owners' HMAC secrets, sealed at rest (``healthbridge secrets status`` and ``rotate``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +155,32 @@ def owner_key(access: AccessContext) -> tuple[str | None, bool]:
 
 
 class Owners:
-    """The owner records of every subscription, in ``records``."""
+    """The owner records of every subscription, in ``records``; their secrets sealed with
+    ``sealer`` (infra/sealing.py; the server always has one)."""
 
-    def __init__(self, records: RecordStore) -> None:
+    def __init__(self, records: RecordStore, sealer: Sealer | None = None) -> None:
         self.records = records
+        self._sealer = sealer
 
     async def get(self, subscription_id: str) -> Owner | None:
         record = await self.records.get_record(KIND, subscription_id)
-        return None if record is None else Owner.from_value(subscription_id, record.value)
+        return None if record is None else self._owner(record)
 
     async def put(self, owner: Owner) -> None:
-        await self.records.put_record(KIND, owner.subscription_id, owner.value())
+        value = owner.value()
+        if self._sealer is not None:
+            value["secret"] = self._sealer.seal(owner.secret, _purpose(owner.subscription_id))
+        await self.records.put_record(KIND, owner.subscription_id, value)
+
+    def _owner(self, record: Record) -> Owner:
+        """The owner of ``record``, its secret opened (a legacy plaintext one as it is)."""
+        value = record.value
+        if Sealer.is_sealed(value.get("secret")):
+            if self._sealer is None:
+                raise SealingError("subscription secrets are sealed: this store has no sealer")
+            secret = self._sealer.open(value["secret"], _purpose(record.key))
+            value = {**value, "secret": secret}
+        return Owner.from_value(record.key, value)
 
     async def remove(self, subscription_id: str) -> None:
         await self.records.take_record(KIND, subscription_id)
@@ -162,7 +190,7 @@ class Owners:
         after: str | None = None
         while True:
             page = await self.records.records(KIND, after_key=after, limit=1000)
-            found += [Owner.from_value(r.key, r.value) for r in page]
+            found += [self._owner(r) for r in page]
             if len(page) < 1000:
                 return found
             after = page[-1].key

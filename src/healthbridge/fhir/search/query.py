@@ -191,4 +191,9 @@ class SearchQuery:
     types: tuple[str, ...] = ()  # _type, for system-level search
     compartment: tuple[str, str] | None = None  # (compartment type, id): Patient/123/Observation
     filter: FilterExpr | None = None  # _filter, ANDed with the clauses
+    within: tuple[str, frozenset[str]] | None = None
+    """(compartment type, ids): only resources in the compartment of at least one of the ids,
+    ANDed with everything else (``compartment`` included); no ids, no results. Set by access
+    control (a clinician's patients), never parsed from a URL. It narrows the result set
+    without changing its order, so paging cursors do not depend on it."""
     unknown: tuple[str, ...] = field(default=())  # ignored parameter names (not in self link)

@@ -64,8 +64,9 @@ class Planner:
         if query.types:
             return tuple(query.types)
         every = sorted(self.definitions.resource_types)
-        if query.compartment:
-            owner = query.compartment[0]
+        confined = query.compartment or query.within
+        if confined:
+            owner = confined[0]
             return tuple(t for t in every if self.definitions.compartment_params(owner, t))
         return tuple(every)
 
@@ -88,7 +89,15 @@ class Planner:
             conditions.append(
                 self._conditions.get(
                     (where, "compartment", owner_type, owner_id),
-                    partial(compartment_condition, scope, owner_type, owner_id),
+                    partial(compartment_condition, scope, owner_type, (owner_id,)),
+                )
+            )
+        if query.within is not None:
+            owner_type, owner_ids = query.within
+            conditions.append(
+                self._conditions.get(
+                    (where, "within", owner_type, owner_ids),
+                    partial(compartment_condition, scope, owner_type, owner_ids),
                 )
             )
         if query.filter is not None:
@@ -97,7 +106,7 @@ class Planner:
         kind = not_by_index(resource.c.type) if drives(conditions) else resource.c.type
         if query.resource_type is not None:
             filters.append(kind == text(query.resource_type))
-        elif query.types or query.compartment:
+        elif query.types or query.compartment or query.within:
             filters.append(type_filter(kind, scope.types))
         filters += restrict(Candidate(resource.c.rkey, resource), conditions, self.dialect)
         sorts = tuple(sort_column(scope, key, resource) for key in query.sort)

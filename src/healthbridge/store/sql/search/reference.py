@@ -14,6 +14,8 @@ compartment's parameters of the type; the owner itself belongs to its own compar
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import FromClause, false, or_
 
 from healthbridge.fhir.errors import InvalidRequest
@@ -59,9 +61,10 @@ def reference_condition(scope: Scope, clause: Clause) -> Condition:
     return Probe(scope, search_reference, pkeys, test, RANK_REFERENCE)
 
 
-def compartment_condition(scope: Scope, owner_type: str, owner_id: str) -> Condition:
-    """Members of the compartment of ``owner_type/owner_id`` among the scope's types."""
-    owner = resource_key(owner_type, owner_id)
+def compartment_condition(scope: Scope, owner_type: str, owner_ids: Collection[str]) -> Condition:
+    """Members of the compartment of ``owner_type/id``, for any id of ``owner_ids``, among the
+    scope's types (one owner: a compartment search; several: access control's ``within``)."""
+    owners = tuple(resource_key(owner_type, owner_id) for owner_id in owner_ids)
     pkeys: list[int] = []
     owner_itself = False
     for resource_type in scope.types:
@@ -71,14 +74,14 @@ def compartment_condition(scope: Scope, owner_type: str, owner_id: str) -> Condi
             if code != "{def}":
                 pkeys.append(param_key(resource_type, code))
     parts: list[Condition] = []
-    if pkeys:
+    if pkeys and owners:
 
         def test(t: FromClause) -> Bool:
-            return scope.among(t.c.target, (owner,))
+            return scope.among(t.c.target, owners)
 
         parts.append(Probe(scope, search_reference, tuple(pkeys), test, RANK_REFERENCE))
-    if owner_itself:
-        parts.append(Keys(scope, (owner,)))
+    if owner_itself and owners:
+        parts.append(Keys(scope, owners))
     if not parts:
         return Constant(False)
     return parts[0] if len(parts) == 1 else AnyOf(tuple(parts))
