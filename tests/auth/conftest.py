@@ -59,6 +59,18 @@ RELATED = {
     "patient": {"reference": "Patient/p2"},
     "name": [{"family": "Lindqvist", "given": ["Mum"]}],
 }
+CARE_TEAMS = [
+    {
+        "resourceType": "CareTeam",
+        "id": f"ct-{patient}",
+        "status": "active",
+        "subject": {"reference": f"Patient/{patient}"},
+        "participant": [{"member": {"reference": "Practitioner/dr1"}}],
+    }
+    for patient in ("p1", "p2")
+]
+"""Dr House (``doc``) cares for both patients: the picker offers them, user/ scopes reach them
+(security/care_team.py)."""
 ENCOUNTER = {
     "resourceType": "Encounter",
     "id": "e1",
@@ -285,7 +297,14 @@ def make_harness(
     app = create_app(settings, repository_factory=factory)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         harness = Harness(client, holder["repo"], sealer=sealer)
-        for resource in (PATIENT_RESOURCE, OTHER_PATIENT, PRACTITIONER, RELATED, ENCOUNTER):
+        for resource in (
+            PATIENT_RESOURCE,
+            OTHER_PATIENT,
+            PRACTITIONER,
+            RELATED,
+            ENCOUNTER,
+            *CARE_TEAMS,
+        ):
             harness.put(resource)
         harness.user("pat", "Patient/p1", name="Amara Okafor")
         harness.user("doc", "Practitioner/dr1")

@@ -73,6 +73,22 @@ def test_patient_users_get_their_own_record_for_user_scopes(auth: Harness) -> No
     assert body["patient"] == "p1"
 
 
+def test_the_picker_offers_only_the_practitioners_patients(auth: Harness) -> None:
+    """Care relationships (security/care_team.py) hold the picker too: a patient nobody made
+    Dr House's is neither offered nor accepted (the answer for an unknown one), so a standalone
+    launch cannot reach around the care set; the all-patients role picks anyone."""
+    auth.put({"resourceType": "Patient", "id": "p9", "name": [{"family": "Stranger"}]})
+    params = auth.authorize_params(scope=SCOPE)
+    page = auth.consent_page(params, "doc")
+    choices = form(page.text, "/auth/authorize").radios
+    assert ("patient", "p9") not in choices and ("patient", "p1") in choices
+    refused = auth.approve(page.text, patient="p9")
+    assert refused.status_code == 400 and "not found" in refused.text
+    auth.user("er", "Practitioner/dr1", "all-patients")
+    page = auth.consent_page(auth.authorize_params(scope=SCOPE), "er")
+    assert ("patient", "p9") in form(page.text, "/auth/authorize").radios
+
+
 def test_related_person_acts_for_their_patient(auth: Harness) -> None:
     params = auth.authorize_params(scope=SCOPE)
     body = _granted(auth, params, "mum")

@@ -21,8 +21,10 @@ CARE_TEAM = {
     "id": "ct1",
     "status": "active",
     "subject": {"reference": "Patient/p1"},
-    "participant": [{"member": {"reference": "Practitioner/dr1"}}],
+    "participant": [{"member": {"reference": "Practitioner/dr2"}}],
 }
+"""Dr Grey (``grey``, Practitioner/dr2) comes to care for p1 (the harness's Dr House cares for
+p1 and p2 already)."""
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -47,11 +49,13 @@ def _ids(answer: object) -> set[str]:
 
 
 def test_a_clinician_reaches_the_patients_in_their_care(auth: Harness) -> None:
-    before = _token(auth)  # Practitioner/dr1, no relationship yet
+    auth.put({"resourceType": "Practitioner", "id": "dr2", "name": [{"family": "Grey"}]})
+    auth.user("grey", "Practitioner/dr2")
+    before = _token(auth, "grey")  # no relationship yet
     assert auth.fhir("Patient/p1", before).status_code == 404
-    assert auth.fhir("Practitioner/dr1", before).status_code == 200  # not patient data
+    assert auth.fhir("Practitioner/dr2", before).status_code == 200  # not patient data
     auth.put(CARE_TEAM)
-    token = _token(auth)
+    token = _token(auth, "grey")
     assert auth.fhir("Patient/p1", token).status_code == 200
     assert auth.fhir("Encounter/e1", token).status_code == 200
     assert auth.fhir("Patient/p2", token).status_code == 404
@@ -68,7 +72,8 @@ def test_administrators_see_every_patient(auth: Harness) -> None:
 
 def test_user_access_all_restores_every_patient(tmp_path: Path) -> None:
     for auth in make_harness("memory", tmp_path, user_access="all"):
-        token = _token(auth)
+        auth.user("grey", "Practitioner/dr2")  # in nobody's care team
+        token = _token(auth, "grey")
         assert auth.fhir("Patient/p2", token).status_code == 200
         assert _ids(auth.fhir("Patient", token)) == {"Patient/p1", "Patient/p2"}
 

@@ -150,7 +150,8 @@ class AuthorizationEndpoint:
             patient = await self._patients.patient_of_related_person(user.fhir_user.split("/")[1])
             label = await self._patients.label(patient) if patient else None
         elif _needs_patient(scopes):
-            choices = await self._patients.search(params.get("patient_search", ""))
+            among = await self._patients.pickable(user.fhir_user, user.roles)
+            choices = await self._patients.search(params.get("patient_search", ""), among)
         return pages.ConsentView(
             csrf=csrf,
             client_name=req.client.name,
@@ -249,8 +250,9 @@ class AuthorizationEndpoint:
             return own_patient, None
         if not picked:
             return "Choose a patient."
-        if not await self._patients.exists(picked):
-            return "That patient was not found."
+        among = await self._patients.pickable(user.fhir_user, user.roles)
+        if (among is not None and picked not in among) or not await self._patients.exists(picked):
+            return "That patient was not found."  # (not among yours: the same answer)
         return picked, None
 
 

@@ -36,6 +36,9 @@ class AuthConfig:
     jwks_max_bytes: int = 64 * 1024
     jwks_cache_s: int = 300
     demo: bool = False
+    care_relationship_days: int | None = 30
+    """``user_access = care-team``: practitioners pick among the patients they care for (a
+    finished Encounter counts this many days); None (``all``): among every patient."""
 
     @property
     def secure_cookies(self) -> bool:
@@ -84,4 +87,7 @@ def auth_config(settings: Settings) -> AuthConfig:
         jwks_max_bytes=settings.auth_jwks_max_bytes,
         jwks_cache_s=settings.auth_jwks_cache_seconds,
         demo=settings.demo,
+        care_relationship_days=(
+            settings.care_relationship_days if settings.user_access == "care-team" else None
+        ),
     )

@@ -4,18 +4,21 @@
 chosen or launched patient exists, and the patient a RelatedPerson account acts for.
 
 Reads go to the repository directly: the authorization server itself decides who may pick whom
-(practitioners: any patient; patients: themselves; related persons: the patient of their
-RelatedPerson resource).
+(patients: themselves; related persons: the patient of their RelatedPerson resource;
+practitioners: the patients they have a care relationship with, the same care set that holds
+their ``user/`` scopes (:mod:`healthbridge.security.care_team`), or any patient when the server
+gives ``user/`` scopes every patient or the user has the ``admin`` or ``all-patients`` role).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search.parse import SearchParser
+from healthbridge.security.care_team import ALL_PATIENTS, CareRelationships
 from healthbridge.store.repository import Repository
 
 MAX_CHOICES = 25
@@ -37,17 +40,33 @@ def _label(resource: dict[str, Any]) -> str:
 
 
 class PatientDirectory:
-    def __init__(self, repository: Repository, parser: SearchParser) -> None:
+    def __init__(
+        self, repository: Repository, parser: SearchParser, care: CareRelationships | None = None
+    ) -> None:
+        """``care`` None: a practitioner may pick any patient."""
         self._repository = repository
         self._parser = parser
+        self._care = care
 
-    async def search(self, text: str = "") -> list[PatientChoice]:
-        """Up to :data:`MAX_CHOICES` patients whose name matches ``text`` (all when empty)."""
+    async def pickable(self, fhir_user: str | None, roles: frozenset[str]) -> frozenset[str] | None:
+        """The patients a user with ``fhir_user`` and ``roles`` may pick; None for any."""
+        if self._care is None or "admin" in roles or ALL_PATIENTS in roles:
+            return None
+        return await self._care.find(fhir_user, self._parser)
+
+    async def search(
+        self, text: str = "", among: frozenset[str] | None = None
+    ) -> list[PatientChoice]:
+        """Up to :data:`MAX_CHOICES` patients whose name matches ``text`` (all when empty),
+        only ``among`` these (ids) when given."""
         params = [("_count", str(MAX_CHOICES)), ("_sort", "family,given")]
         if text.strip():
             params.append(("name", text.strip()[:100]))
         try:
-            page = await self._repository.search(self._parser.parse("Patient", params))
+            query = self._parser.parse("Patient", params)
+            if among is not None:
+                query = replace(query, within=("Patient", among))
+            page = await self._repository.search(query)
         except FhirError:
             return []
         choices = []

@@ -43,6 +43,7 @@ from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.infra.logging import get_logger
 from healthbridge.infra.sealing import Sealer, SealingError
+from healthbridge.security.care_team import CareRelationships
 from healthbridge.store.instants import Clock, system_clock
 from healthbridge.store.repository import Repository
 
@@ -91,7 +92,12 @@ class AuthService:
         self.sessions = Sessions(
             records, clock, config.session_lifetime, secure=config.secure_cookies
         )
-        self.patients = PatientDirectory(repository, SearchParser(load_definitions()))
+        care = (
+            None
+            if config.care_relationship_days is None
+            else CareRelationships(repository, days=config.care_relationship_days)
+        )
+        self.patients = PatientDirectory(repository, SearchParser(load_definitions()), care)
         self._authorize = AuthorizationEndpoint(config, self.server, self.sessions, self.patients)
         self._login = LoginPages(self.server.users, self.sessions, events)
         self._tokens = TokenEndpoints(config, self.server, charge)
