@@ -7,6 +7,7 @@ https://cheatsheetseries.owasp.org/cheatsheets/Server_Side_Request_Forgery_Preve
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from healthbridge.infra.ssrf import (
+    DRAIN_BYTES,
     AsyncOutboundClient,
     OutboundClient,
     OutboundError,
@@ -213,6 +215,55 @@ async def test_size_cap_and_the_body_is_not_in_errors() -> None:
         await client.aclose()
         running.close()
     assert "secret" not in str(raised.value)
+
+
+async def test_connections_are_kept_alive_even_when_the_body_is_not_wanted() -> None:
+    """A webhook's answer body is not wanted (never shown), but it is read to its end so that
+    the next request reuses the connection (a new connection per notification cost a tenth of
+    the sending CPU); an answer body too long to be worth reading closes it instead."""
+    connections = 0
+    size = {"body": 10}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                body = b"x" * size["body"]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    client = AsyncOutboundClient(OutboundPolicy(frozenset({"127.0.0.1"})))
+    try:
+        for _ in range(5):
+            answer = await client.request("POST", url, content=b"{}", read_body=False)
+            assert answer.status == 200 and answer.body == b""
+        assert connections == 1
+        size["body"] = DRAIN_BYTES + 1
+        for _ in range(2):
+            assert (await client.request("POST", url, content=b"{}", read_body=False)).status == 200
+        assert connections == 2  # the kept one closed after the first long answer
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_slow_drip_is_cut_by_the_overall_deadline() -> None:

@@ -283,6 +283,11 @@ class OutboundClient:
             raise _failure(exc) from exc
 
 
+DRAIN_BYTES = 64 * 1024
+"""An unwanted response body (``read_body=False``) up to this size is read and dropped, so that
+its keep-alive connection serves the next request; a longer one closes the connection."""
+
+
 class AsyncOutboundClient:
     """Requests from the event loop under the guard; one connection pool, closed by
     :meth:`aclose`. The whole exchange is bounded by the policy's timeout too."""
@@ -335,12 +340,15 @@ class AsyncOutboundClient:
         ) as raw:
             chunks: list[bytes] = []
             size = 0
-            if read_body:
-                async for chunk in raw.aiter_stream():
-                    size += len(chunk)
-                    if size > self.policy.max_bytes:
-                        raise OutboundTooLarge("the response is larger than the size limit")
-                    chunks.append(chunk)
+            async for chunk in raw.aiter_stream():
+                size += len(chunk)
+                if not read_body:  # read to its end all the same: the connection is reused
+                    if size > DRAIN_BYTES:
+                        break  # not worth it: the connection is closed instead
+                    continue
+                if size > self.policy.max_bytes:
+                    raise OutboundTooLarge("the response is larger than the size limit")
+                chunks.append(chunk)
             return _response(raw, b"".join(chunks))
 
     async def aclose(self) -> None:

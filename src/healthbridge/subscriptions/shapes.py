@@ -82,7 +82,8 @@ async def context(
         return ()
     found: dict[tuple[str, str], Resource] = {}
     if shape.includes:
-        rows = rows_by_param(indexer.index_rows(focus))
+        wanted = {param for param, _ in shape.includes}
+        rows = rows_by_param(indexer.rows_of(focus, wanted))  # only those: not all 44
         for param, target in shape.includes:
             for value in rows.get(param, ()):
                 if len(found) >= MAX_CONTEXT:
