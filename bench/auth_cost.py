@@ -129,22 +129,60 @@ def patient_token(root: str) -> str:
     return str(token["access_token"])
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of session ``pgid``
+    (the server and its workers; /proc/<pid>/stat fields 14-15, in clock ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == pgid:  # field 5, the process group
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def cpu_run(url: str, duration: int, pgid: int, headers: dict[str, str] | None = None) -> Any:
+    """A wrk run with the server's CPU time per request (less sensitive than throughput to
+    whatever else the machine runs)."""
+    before = group_cpu_s(pgid)
+    run = run_wrk(url, duration, 64, headers=headers)
+    used = group_cpu_s(pgid) - before
+    requests = max(run["requests_per_s"] * duration, 1)
+    run["server_cpu_ms_per_request"] = round(1000 * used / requests, 4)
+    return run
+
+
 def side_by_side(
-    secured: str, open_: str, path: str, token: str, duration: int, rounds: int
+    secured: str,
+    open_: str,
+    path: str,
+    token: str,
+    duration: int,
+    rounds: int,
+    pgids: tuple[int, int],
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     run_wrk(secured + path, 2, 64, headers=headers)
     run_wrk(open_ + path, 2, 64)
     with_auth, without = [], []
     for _ in range(rounds):
-        with_auth.append(run_wrk(secured + path, duration, 64, headers=headers))
-        without.append(run_wrk(open_ + path, duration, 64))
+        with_auth.append(cpu_run(secured + path, duration, pgids[0], headers))
+        without.append(cpu_run(open_ + path, duration, pgids[1]))
     a, b = _median_run(with_auth), _median_run(without)
+    cpu_a = sorted(r["server_cpu_ms_per_request"] for r in with_auth)[len(with_auth) // 2]
+    cpu_b = sorted(r["server_cpu_ms_per_request"] for r in without)[len(without) // 2]
     return {
         "path": path,
         "authorized": a,
         "no_auth": b,
         "ratio": round(a["requests_per_s"] / b["requests_per_s"], 3),
+        "server_cpu_ms_per_request": {"authorized": cpu_a, "no_auth": cpu_b},
+        "cpu_ratio": round(cpu_b / cpu_a, 3),
     }
 
 
@@ -223,13 +261,20 @@ def main() -> None:
         secured = f"http://127.0.0.1:{secured_port}"
         open_ = f"http://127.0.0.1:{open_port}"
         with (
-            process(cmd, env, f"{secured}/readyz", work / "secured.log"),
-            process(open_cmd, open_env, f"{open_}/readyz", work / "open.log"),
+            process(cmd, env, f"{secured}/readyz", work / "secured.log") as secured_pid,
+            process(open_cmd, open_env, f"{open_}/readyz", work / "open.log") as open_pid,
         ):
+            pgids = (secured_pid, open_pid)  # each server leads its own session and group
             token = patient_token(secured)
             results: dict[str, Any] = {
                 "read": side_by_side(
-                    secured, open_, f"/fhir/Patient/{PATIENT}", token, args.duration, args.rounds
+                    secured,
+                    open_,
+                    f"/fhir/Patient/{PATIENT}",
+                    token,
+                    args.duration,
+                    args.rounds,
+                    pgids,
                 ),
                 "patient_search": side_by_side(
                     secured,
@@ -238,6 +283,7 @@ def main() -> None:
                     token,
                     args.duration,
                     args.rounds,
+                    pgids,
                 ),
                 "token_endpoint": asyncio.run(
                     token_throughput(f"{secured}/auth/token", args.tokens)
@@ -247,7 +293,9 @@ def main() -> None:
         r = results[name]
         print(
             f"{name}: {r['authorized']['requests_per_s']:.0f} req/s with a patient token, "
-            f"{r['no_auth']['requests_per_s']:.0f} with --no-auth: ratio {r['ratio']}"
+            f"{r['no_auth']['requests_per_s']:.0f} with --no-auth: ratio {r['ratio']}; server "
+            f"CPU per request {r['server_cpu_ms_per_request']['authorized']} ms vs "
+            f"{r['server_cpu_ms_per_request']['no_auth']} ms: ratio {r['cpu_ratio']}"
         )
     t = results["token_endpoint"]
     print(
