@@ -220,9 +220,10 @@ async def test_size_cap_and_the_body_is_not_in_errors() -> None:
 async def test_connections_are_kept_alive_even_when_the_body_is_not_wanted() -> None:
     """A webhook's answer body is not wanted (never shown), but it is read to its end so that
     the next request reuses the connection (a new connection per notification cost a tenth of
-    the sending CPU); an answer body too long to be worth reading closes it instead."""
+    the sending CPU); an answer body too long to be worth reading closes it instead, and an
+    idle connection the server closed is noticed, not written to (infra/asyncio_streams.py)."""
     connections = 0
-    size = {"body": 10}
+    size: dict[str, int] = {"body": 10}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
@@ -242,6 +243,8 @@ async def test_connections_are_kept_alive_even_when_the_body_is_not_wanted() -> 
                 body = b"x" * size["body"]
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 await writer.drain()
+                if size.get("close"):
+                    break  # the server closes the idle kept-alive connection
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -260,6 +263,11 @@ async def test_connections_are_kept_alive_even_when_the_body_is_not_wanted() -> 
         for _ in range(2):
             assert (await client.request("POST", url, content=b"{}", read_body=False)).status == 200
         assert connections == 2  # the kept one closed after the first long answer
+        size.update(body=10, close=1)
+        assert (await client.request("POST", url, content=b"{}", read_body=False)).status == 200
+        await asyncio.sleep(0.05)  # the server has closed it by now: the pool sees that
+        assert (await client.request("POST", url, content=b"{}", read_body=False)).status == 200
+        assert connections == 4
     finally:
         await client.aclose()
         server.close()

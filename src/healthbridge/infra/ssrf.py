@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import httpcore2
 
+from healthbridge.infra.asyncio_streams import AsyncioBackend
+
 Resolver = Callable[[str, int], Sequence[str]]
 """Host name and port -> the addresses it resolves to (tests substitute their own)."""
 
@@ -192,7 +194,7 @@ class AsyncGuardedBackend(httpcore2.AsyncNetworkBackend):
 
     def __init__(self, policy: OutboundPolicy, resolver: Resolver = system_resolver) -> None:
         self._policy, self._resolver = policy, resolver
-        self._inner = httpcore2.AnyIOBackend()
+        self._inner = AsyncioBackend()  # httpcore on asyncio's own streams, not AnyIO's
 
     async def connect_tcp(
         self,
