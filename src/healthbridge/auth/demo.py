@@ -16,7 +16,6 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -38,13 +37,6 @@ DEMO_SCOPE = (
 DEMO_PKCE = "demo-pkce"  # record kind: state -> code_verifier of a printed demo link
 PATIENT_USER = ("demo-patient", "Patient/demo-patient-1", "Demo Patient")
 CLINICIAN_USER = ("demo-clinician", "Practitioner/demo-practitioner-1", "Demo Clinician")
-DEMO_PRACTITIONER_ID = "demo-practitioner-1"
-DEMO_PRACTITIONER: dict[str, Any] = {
-    "resourceType": "Practitioner",
-    "id": "demo-practitioner-1",
-    "active": True,
-    "name": [{"family": "Clinician", "given": ["Demo"], "prefix": ["Dr."]}],
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,8 @@ import asyncio
 from rich.console import Console
 
 from healthbridge.auth.config import auth_config
-from healthbridge.auth.demo import (
-    DEMO_PRACTITIONER,
-    DEMO_PRACTITIONER_ID,
-    DemoLogins,
-    prepare_demo,
-)
+from healthbridge.auth.demo import DemoLogins, prepare_demo
+from healthbridge.demo import PRACTITIONER, PRACTITIONER_ID
 from healthbridge.settings import Settings
 
 
@@ -27,7 +23,7 @@ async def _prepare(settings: Settings) -> DemoLogins:
     try:
         definitions = load_definitions()
         service = FhirService(repository, definitions, Validator(definitions))
-        await service.update("Practitioner", DEMO_PRACTITIONER_ID, dict(DEMO_PRACTITIONER), None)
+        await service.update("Practitioner", PRACTITIONER_ID, dict(PRACTITIONER), None)
         return await prepare_demo(auth_config(settings), repository.records)
     finally:
         await repository.close()
