@@ -106,33 +106,6 @@ async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock:
     assert done.state == "delivered" and done.delivered == clock.now and done.owner is None
 
 
-async def test_delivered_all_settles_many_at_once(repo: Repository, clock: FakeClock) -> None:
-    """Deliveries sent at about the same time settle in one call: each held one is done and
-    its subscription's next event is due; one another worker holds, or done already, is not
-    touched."""
-    queue = repo.subscriptions
-    batch = [event("a", 1), event("a", 2), event("b", 2), event("c", 3)]
-    await queue.enqueue(Batch(D, 3, batch))
-    await activate(repo, "a", "b", "c")
-    mine = await queue.claim(clock.now, 2, 30, "w1")
-    theirs = await queue.claim(clock.now, 10, 30, "w2")
-    assert len(mine) == 2 and len(theirs) == 1
-    ids = [d.id for d in mine]
-    assert await queue.delivered_all([*ids, theirs[0].id], "w1") == 2
-    assert await queue.delivered_all(ids, "w1") == 0  # done already
-    assert await queue.delivered_all([], "w1") == 0
-    for d in mine:
-        state = await queue.status(d.event.subscription_id)
-        assert state is not None and state.last_delivered == 1
-        done = (await queue.events(d.event.subscription_id, 1, 1))[0]
-        assert done.state == "delivered" and done.owner is None
-    held = (await queue.events(theirs[0].event.subscription_id, 1, 1))[0]
-    assert held.state == "pending" and held.owner == "w2"
-    assert sorted(d.event.subscription_id for d in mine) == ["a", "b"]  # the oldest first
-    nxt = await queue.claim(clock.now, 10, 30, "w1")
-    assert [(d.event.subscription_id, d.event.number) for d in nxt] == [("a", 2)]
-
-
 async def test_claim_limit(repo: Repository, clock: FakeClock) -> None:
     queue = repo.subscriptions
     subs = [f"s{i}" for i in range(5)]

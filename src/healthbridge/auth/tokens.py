@@ -28,7 +28,7 @@ import binascii
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,14 +160,9 @@ class TokenVerifier:
         return verified
 
     async def _check_revocation(self, token: str, verified: VerifiedToken) -> None:
-        signal = self._records.signal.current()  # taken BEFORE the lookup: a racing revocation
-        if signal is not None and self._cleared.get(token) == signal:  # moves it again
-            return
-        if await self._records.any_record(verified.revocation_keys):
-            self._cleared.pop(token, None)
+        keys = verified.revocation_keys
+        if await self._revoked(self._cleared, token, keys, remember=token in self._cache):
             raise InvalidToken("the token has been revoked")
-        if signal is not None and token in self._cache:
-            self._cleared[token] = signal
 
     async def revoked(self, access: AccessContext) -> bool:
         """:class:`~healthbridge.security.context.Revocations`: has the authorization behind
@@ -176,16 +171,28 @@ class TokenVerifier:
         if access.unrestricted or access.client_id is None or access.subject is None:
             return False
         keys = state.revocation_keys(access.grant, access.client_id, access.subject)
-        signal = self._records.signal.current()
-        if signal is not None and self._standing.get(keys) == signal:
+        if keys not in self._standing and len(self._standing) >= self._cache_size:
+            self._standing.clear()
+        return await self._revoked(self._standing, keys, keys, remember=True)
+
+    async def _revoked(
+        self,
+        cleared: dict[Any, int],
+        key: Hashable,
+        keys: tuple[tuple[str, str], ...],
+        *,
+        remember: bool,
+    ) -> bool:
+        """Whether a record of ``keys`` exists; not asked (False) while the change signal is
+        where it was when ``key`` was last found clear (``cleared``; ``remember`` to note it)."""
+        signal = self._records.signal.current()  # taken BEFORE the lookup: a racing revocation
+        if signal is not None and cleared.get(key) == signal:  # moves it again
             return False
         if await self._records.any_record(keys):
-            self._standing.pop(keys, None)
+            cleared.pop(key, None)
             return True
-        if signal is not None:
-            if len(self._standing) >= self._cache_size:
-                self._standing.clear()
-            self._standing[keys] = signal
+        if signal is not None and remember:
+            cleared[key] = signal
         return False
 
     async def decode(self, token: str) -> VerifiedToken:

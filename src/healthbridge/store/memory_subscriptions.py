@@ -9,7 +9,7 @@ event) may be claimed: the head's due time, or the end of the lease it is under.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -162,9 +162,6 @@ class MemorySubscriptions:
         )
         self._settle(done, success=True)
         return True
-
-    async def delivered_all(self, ids: Sequence[int], owner: str) -> int:
-        return sum([await self.delivered(id, owner) for id in ids])
 
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
         delivery = self._owned(id, owner)

@@ -155,11 +155,6 @@ class DeliveryQueue(Protocol):
         """The delivery reached its endpoint: done; the subscription's failures reset."""
         ...
 
-    async def delivered_all(self, ids: Sequence[int], owner: str) -> int:
-        """:meth:`delivered` for each of ``ids`` (on SQLite in one transaction: one commit for
-        many notifications sent at about the same time); how many ``owner`` still held."""
-        ...
-
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
         """A try failed: one more attempt counted, due again at ``retry_at``."""
         ...

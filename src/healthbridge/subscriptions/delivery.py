@@ -118,8 +118,6 @@ class DeliveryWorker:
         self.revocations = revocations or NeverRevoked()
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # delivery ids claimed and not settled yet
-        self._sent: list[tuple[int, asyncio.Future[None]]] = []  # delivered, to settle
-        self._settling: asyncio.Task[None] | None = None
         self._websockets: tuple[dict[str, Live] | None, list[str]] = (None, [])
 
     def wake(self) -> None:
@@ -224,35 +222,9 @@ class DeliveryWorker:
         )
         self.audit(live, delivery, prepared.disclosed, result)
         if result.ok:
-            await self._delivered(delivery.id)
+            await self.queue.delivered(delivery.id, self.owner)
         else:
             await self._failed(delivery, live, result)
-
-    async def _delivered(self, id: int) -> None:
-        """Settle delivery ``id`` as delivered, in one transaction with the others sent while
-        the previous such transaction ran (one commit for many notifications: at saturation
-        the commits, not the sending, limit the rate)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sent.append((id, done))
-        if self._settling is None or self._settling.done():
-            self._settling = asyncio.create_task(self._settle_sent())
-        await done
-
-    async def _settle_sent(self) -> None:
-        while self._sent:
-            batch, self._sent = self._sent, []
-            try:
-                await self.queue.delivered_all([id for id, _ in batch], self.owner)
-            except BaseException as exc:  # each waiter fails as its own settle would have
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
 
     async def _failed(self, delivery: Delivery, live: Live, result: DeliveryResult) -> None:
         error = result.error or f"HTTP {result.status_code}"
@@ -316,7 +288,8 @@ class DeliveryWorker:
         if payload != "empty" and not stored.deleted:  # the topic's notification shape
             topic = live.compiled.topic.topic if live.compiled.topic is not None else None
             shape = shape_of(self.policy.search, topic, recorded.focus_type, recorded.focus_id)
-            content = jsonformat.loads(stored.content) if payload != "full-resource" else focus
+            parsed = payload == "full-resource" or not shape.includes  # (else not looked at)
+            content = focus if parsed else jsonformat.loads(stored.content)
             extra = await context(scoped, self.policy.indexer, content, shape)
         event = Event(recorded.number, instant(recorded.recorded), interaction, focus, extra)
         shown = extra if payload == "full-resource" else ()
@@ -356,6 +329,3 @@ class DeliveryWorker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            if self._settling is not None:
-                self._settling.cancel()
-                await asyncio.gather(self._settling, return_exceptions=True)

@@ -20,7 +20,6 @@ so PostgreSQL transactions do not deadlock:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
@@ -227,55 +226,25 @@ class SqlSubscriptions:
         self, id: int, owner: str, change: Statement, settle: Statement, **values: Any
     ) -> bool:
         """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters."""
+        sql = self._sql
         now = self._now()
 
         async def work(session: Session) -> bool:
-            return await self._finish_in(session, id, owner, change, settle, now, **values)
+            locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
+            if locked is None:
+                return False
+            args = change.bind(id=id, owner=owner, now=now, **values)
+            row = await session.fetch_one(change, args)
+            if row is None:
+                return False
+            settled = settle.bind(sub=locked[0], number=row[0], now=now)
+            await session.execute([(settle, settled)])
+            return True
 
         return await self._engine.write_all(work)
 
-    async def _finish_in(
-        self,
-        session: Session,
-        id: int,
-        owner: str,
-        change: Statement,
-        settle: Statement,
-        now: int,
-        **values: Any,
-    ) -> bool:
-        sql = self._sql
-        locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
-        if locked is None:
-            return False
-        row = await session.fetch_one(change, change.bind(id=id, owner=owner, now=now, **values))
-        if row is None:
-            return False
-        settled = settle.bind(sub=locked[0], number=row[0], now=now)
-        await session.execute([(settle, settled)])
-        return True
-
     async def delivered(self, id: int, owner: str) -> bool:
         return await self._finish(id, owner, self._sql.done, self._sql.settle_delivered)
-
-    async def delivered_all(self, ids: Sequence[int], owner: str) -> int:
-        if self._engine.dialect.name == "postgresql":
-            # Concurrent transactions, one per delivery: one transaction for all ran their
-            # statements one after another on a busy event loop (measured: delivery fell to
-            # 80/s); PostgreSQL commits concurrent transactions together anyway.
-            settled = await asyncio.gather(*(self.delivered(id, owner) for id in ids))
-            return sum(settled)
-        sql, now = self._sql, self._now()  # SQLite: one commit (one fsync) for all
-
-        async def work(session: Session) -> int:
-            done = 0
-            for id in sorted(ids):  # one lock order for every claimer
-                done += await self._finish_in(
-                    session, id, owner, sql.done, sql.settle_delivered, now
-                )
-            return done
-
-        return await self._engine.write_all(work) if ids else 0
 
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
         sql = self._sql
