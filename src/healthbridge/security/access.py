@@ -44,7 +44,7 @@ from healthbridge.fhir.compartments import compartment_owners
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import FhirError, Forbidden, Gone, InvalidRequest, NotFound
 from healthbridge.fhir.search import Indexer
-from healthbridge.fhir.search.match import matches, rows_by_param
+from healthbridge.fhir.search.match import matches
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import (
     Clause,
@@ -389,7 +389,7 @@ class _Checks:
     def matches_filters(self, decision: Decision, resource: Resource) -> bool:
         if not decision.filters:
             return True
-        rows = rows_by_param(self.policy.indexer.index_rows(resource))
+        rows = self.policy.indexer.lazy_rows(resource)
         type_ = str(resource.get("resourceType"))
         return any(matches(self._clauses(type_, f), rows) for f in decision.filters)
 

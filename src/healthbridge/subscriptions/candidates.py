@@ -90,7 +90,7 @@ class Candidates:
         found = set(of_type.unkeyed)
         rows = change.rows(current=change.current is not None)  # the focus, as filters see it
         for param, by_id in of_type.keyed.items():
-            found.update(_filed(by_id, rows.get(param, ())))
+            found.update(_filed(by_id, rows.get(param, [])))
         return [self._lives[at] for at in sorted(found)]
 
 

@@ -28,8 +28,7 @@ from fhirpathpy.models import models
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import InvalidRequest
 from healthbridge.fhir.patch.located import parse_path
-from healthbridge.fhir.search import IndexValue
-from healthbridge.fhir.search.match import matches
+from healthbridge.fhir.search.match import Rows, matches
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import Clause
 from healthbridge.fhir.search.text import TEXT_PARAMS
@@ -63,8 +62,6 @@ _MODEL: Final = models["r4"]
 # fhirpathpy is untyped: its entry points, typed once here.
 _parse_fhirpath: Callable[[str], Any] = fhirpathpy.parse  # type: ignore[attr-defined]
 _apply: Callable[..., Any] = fhirpathpy.apply_parsed_path
-
-Rows = dict[str, list[IndexValue]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ from typing import Final
 
 from healthbridge.fhir.definitions import Definitions
 from healthbridge.fhir.errors import InvalidRequest
-from healthbridge.fhir.search import Indexer, IndexValue
-from healthbridge.fhir.search.match import rows_by_param
+from healthbridge.fhir.search import Indexer
+from healthbridge.fhir.search.index import LazyRows
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.types import Resource
 from healthbridge.subscriptions.criteria import (
@@ -72,18 +72,18 @@ class Change:
         self.focus: Resource = focus
         self.resource_type: str = focus["resourceType"]
         self._indexer = indexer
-        self._rows: dict[bool, dict[str, list[IndexValue]]] = {}
+        self._rows: dict[bool, LazyRows] = {}
         self.fired: dict[int, bool] = {}
         """Topic (by the id of its compiled form) -> whether it fires for this change: many
         subscriptions share a topic, its criteria (FHIRPath above all) run once per change."""
 
-    def rows(self, current: bool) -> dict[str, list[IndexValue]]:
-        """Index rows of the current (or previous) version."""
+    def rows(self, current: bool) -> LazyRows:
+        """Index values of the current (or previous) version, by parameter."""
         found = self._rows.get(current)
         if found is None:
             version = self.current if current else self.previous
             assert version is not None
-            found = self._rows[current] = dict(rows_by_param(self._indexer.index_rows(version)))
+            found = self._rows[current] = self._indexer.lazy_rows(version)
         return found
 
 

@@ -135,3 +135,21 @@ def test_unknown_types_and_parameters_without_expression(indexer: Indexer) -> No
     assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"} <= codes
     assert not {"_text", "_content", "_query", "_filter"} & codes
     assert indexer.parameters("Patient") is indexer.parameters("Patient"), "compiled once"
+
+
+def test_lazy_rows_agree_with_the_whole_extraction(indexer: Indexer) -> None:
+    """Subscription and scope filters read a few parameters through LazyRows: each must give
+    exactly what the full extraction gives that parameter, none or some."""
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"family": "Zoë", "given": ["Ann"]}],
+        "generalPractitioner": [{"reference": "Practitioner/dr1"}],
+    }
+    for resource in (BLOOD_PRESSURE, patient, {"resourceType": "NotAType"}):
+        lazy = indexer.lazy_rows(resource)
+        codes = {p.code for p in indexer.parameters(str(resource["resourceType"]))}
+        for code in sorted(codes | {"no-such-parameter"}):
+            assert lazy.get(code, []) == rows(indexer, resource, code), code
+    assert indexer.lazy_rows(patient).get("general-practitioner", []) == [
+        ReferenceValue("Practitioner", "dr1")
+    ]

@@ -132,6 +132,7 @@ class Indexer:
         self._definitions = definitions
         self._compiled: dict[str, tuple[CompiledParameter, ...]] = {}
         self._plans: dict[str, _TypePlan] = {}
+        self._by_code: dict[str, dict[str, CompiledParameter]] = {}
 
     @property
     def definitions(self) -> Definitions:
@@ -190,6 +191,22 @@ class Indexer:
                 )
         return rows
 
+    def values_of(self, resource: Resource, code: str) -> list[IndexValue]:
+        """The index values of the one parameter ``code`` of ``resource`` (none when its type
+        has no such indexable parameter)."""
+        resource_type = str(resource.get("resourceType", ""))
+        by_code = self._by_code.get(resource_type)
+        if by_code is None:
+            by_code = {param.code: param for param in self.parameters(resource_type)}
+            self._by_code[resource_type] = by_code
+        param = by_code.get(code)
+        return [] if param is None else param.select(resource, None)
+
+    def lazy_rows(self, resource: Resource) -> LazyRows:
+        """``resource``'s index values by parameter code, each parameter extracted when first
+        asked for."""
+        return LazyRows(self, resource)
+
     def _plan(self, resource_type: str) -> _TypePlan:
         """Which parameters read which top-level properties, so that a resource only runs the
         parameters whose properties it has (an Observation has 44 parameters and about ten
@@ -199,6 +216,25 @@ class Indexer:
             plan = _TypePlan.of(self.parameters(resource_type))
             self._plans[resource_type] = plan
         return plan
+
+
+class LazyRows:
+    """One resource's index values by parameter code, as ``dict(rows_by_param(index_rows()))``
+    would give them, but each parameter extracted on first use: a subscription's filters or a
+    scope's filters read two or three of an Observation's 44 parameters."""
+
+    __slots__ = ("_found", "_indexer", "_resource")
+
+    def __init__(self, indexer: Indexer, resource: Resource) -> None:
+        self._indexer = indexer
+        self._resource = resource
+        self._found: dict[str, list[IndexValue]] = {}
+
+    def get(self, code: str, default: list[IndexValue], /) -> list[IndexValue]:
+        found = self._found.get(code)
+        if found is None:
+            found = self._found[code] = self._indexer.values_of(self._resource, code)
+        return found or default
 
 
 @dataclass(frozen=True, slots=True)

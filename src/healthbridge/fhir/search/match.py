@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
+from typing import Protocol
 
 from healthbridge.fhir.search.filter import STRING_ENDS, STRING_EQUALS
 from healthbridge.fhir.search.index import IndexRow
@@ -56,7 +57,14 @@ def rows_by_param(rows: Iterable[IndexRow]) -> dict[str, list[IndexValue]]:
     return grouped
 
 
-def matches(clauses: Sequence[Clause], rows: dict[str, list[IndexValue]]) -> bool:
+class Rows(Protocol):
+    """Index values by parameter code: a dict from :func:`rows_by_param`, or a
+    :class:`~healthbridge.fhir.search.index.LazyRows`."""
+
+    def get(self, code: str, default: list[IndexValue], /) -> list[IndexValue]: ...
+
+
+def matches(clauses: Sequence[Clause], rows: Rows) -> bool:
     """True when every clause matches the resource whose index values are ``rows``."""
     return all(clause_matches(clause, rows.get(clause.param, [])) for clause in clauses)
 
