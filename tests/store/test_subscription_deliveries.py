@@ -93,10 +93,16 @@ async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock:
     assert all(
         d.owner == "w1" and d.lease_until == clock.now + timedelta(seconds=30) for d in claimed
     )
+    # each as claimed: its subscription's eventsSinceSubscriptionStart for the notification
+    assert sorted((d.event.subscription_id, d.events_since_start) for d in claimed) == [
+        ("a", 2),
+        ("b", 1),
+    ]
     assert await queue.claim(clock.now, 10, 30, "w2") == []  # a's event 2 waits for event 1
     a1 = next(d for d in claimed if d.event.subscription_id == "a")
     assert not await queue.delivered(a1.id, "w2")  # not its lease
-    assert await queue.delivered(a1.id, "w1")
+    settled = await queue.delivered(a1.id, "w1")
+    assert settled and settled.due(clock.now)  # a's event 2 may go now: claim again
     assert not await queue.delivered(a1.id, "w1")  # done already
     nxt = await queue.claim(clock.now, 10, 30, "w2")
     assert [(d.event.subscription_id, d.event.number) for d in nxt] == [("a", 2)]
@@ -104,6 +110,8 @@ async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock:
     assert state is not None and state.last_delivered == 1
     done = (await queue.events("a", 1, 1))[0]
     assert done.state == "delivered" and done.delivered == clock.now and done.owner is None
+    last = await queue.delivered(nxt[0].id, "w2")
+    assert last and last.next_attempt is None and not last.due(clock.now)  # nothing pending
 
 
 async def test_claim_limit(repo: Repository, clock: FakeClock) -> None:
@@ -186,7 +194,8 @@ async def test_release_hands_the_delivery_back(repo: Repository, clock: FakeCloc
     await activate(repo, "a")
     (first,) = await queue.claim(clock.now, 10, 60, "w")
     assert not await queue.release(first.id, "other")
-    assert await queue.release(first.id, "w")
+    released = await queue.release(first.id, "w")
+    assert released and released.due(clock.now)
     assert not await queue.release(first.id, "w")  # not held any more
     state = await queue.status("a")
     assert state is not None and (state.failures, state.next_attempt) == (0, clock.now)
@@ -204,7 +213,8 @@ async def test_failures_back_off_and_keep_order(repo: Repository, clock: FakeClo
     (first,) = await queue.claim(clock.now, 10, 30, "w")
     retry_at = clock.now + timedelta(seconds=10)
     assert not await queue.failed(first.id, "other", "HTTP 500", retry_at)
-    assert await queue.failed(first.id, "w", "HTTP 500", retry_at)
+    settled = await queue.failed(first.id, "w", "HTTP 500", retry_at)
+    assert settled and settled.next_attempt == retry_at and not settled.due(clock.now)
     state = await queue.status("a")
     assert state is not None and state.failures == 1 and state.next_attempt == retry_at
     clock.advance(seconds=9)
@@ -226,7 +236,8 @@ async def test_dead_letter_lets_the_next_event_go(repo: Repository, clock: FakeC
     await activate(repo, "a")
     (first,) = await queue.claim(clock.now, 10, 30, "w")
     assert not await queue.dead_letter(first.id, "other", "gone")
-    assert await queue.dead_letter(first.id, "w", "HTTP 410")
+    settled = await queue.dead_letter(first.id, "w", "HTTP 410")
+    assert settled and settled.due(clock.now)  # event 2 goes now
     (second,) = await queue.claim(clock.now, 10, 30, "w")
     assert second.event.number == 2
     dead = (await queue.events("a", 1, 1))[0]

@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from healthbridge.store.instants import Clock, utc
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
+    NOT_HELD,
     Batch,
     Delivery,
+    Settled,
     SubscriptionEvent,
     SubscriptionState,
     SubscriptionStatus,
@@ -132,7 +134,7 @@ class MemorySubscriptions:
             head = replace(head, owner=owner, lease_until=until)
             self._deliveries[head.id] = head
             self._states[state.subscription_id] = replace(state, next_attempt=until)
-            claimed.append(_copy(head))
+            claimed.append(replace(_copy(head), events_since_start=state.events_since_start))
         return claimed
 
     def _owned(self, id: int, owner: str) -> Delivery | None:
@@ -141,7 +143,7 @@ class MemorySubscriptions:
             return None
         return delivery
 
-    def _settle(self, delivery: Delivery, *, success: bool) -> None:
+    def _settle(self, delivery: Delivery, *, success: bool) -> Settled:
         """Store ``delivery`` and update its subscription's counters and next attempt."""
         self._deliveries[delivery.id] = delivery
         subscription_id = delivery.event.subscription_id
@@ -152,21 +154,21 @@ class MemorySubscriptions:
             state = replace(state, failures=state.failures + 1)
         next_attempt = self._next_attempt(subscription_id, self._now())
         self._states[subscription_id] = replace(state, next_attempt=next_attempt)
+        return Settled(held=True, next_attempt=next_attempt)
 
-    async def delivered(self, id: int, owner: str) -> bool:
+    async def delivered(self, id: int, owner: str) -> Settled:
         delivery = self._owned(id, owner)
         if delivery is None:
-            return False
+            return NOT_HELD
         done = replace(
             delivery, state="delivered", owner=None, lease_until=None, delivered=self._now()
         )
-        self._settle(done, success=True)
-        return True
+        return self._settle(done, success=True)
 
-    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
+    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
         delivery = self._owned(id, owner)
         if delivery is None:
-            return False
+            return NOT_HELD
         retry = replace(
             delivery,
             attempts=delivery.attempts + 1,
@@ -175,13 +177,12 @@ class MemorySubscriptions:
             lease_until=None,
             error=error,
         )
-        self._settle(retry, success=False)
-        return True
+        return self._settle(retry, success=False)
 
-    async def dead_letter(self, id: int, owner: str, error: str) -> bool:
+    async def dead_letter(self, id: int, owner: str, error: str) -> Settled:
         delivery = self._owned(id, owner)
         if delivery is None:
-            return False
+            return NOT_HELD
         dead = replace(
             delivery,
             state="dead",
@@ -190,20 +191,19 @@ class MemorySubscriptions:
             lease_until=None,
             error=error,
         )
-        self._settle(dead, success=False)
-        return True
+        return self._settle(dead, success=False)
 
-    async def release(self, id: int, owner: str) -> bool:
+    async def release(self, id: int, owner: str) -> Settled:
         delivery = self._owned(id, owner)
         if delivery is None:
-            return False
+            return NOT_HELD
         self._deliveries[id] = replace(delivery, owner=None, lease_until=None)
         subscription_id = delivery.event.subscription_id
         next_attempt = self._next_attempt(subscription_id, self._now())
         self._states[subscription_id] = replace(
             self._states[subscription_id], next_attempt=next_attempt
         )
-        return True
+        return Settled(held=True, next_attempt=next_attempt)
 
     async def set_status(
         self, subscription_id: str, status: SubscriptionStatus, error: str | None = None

@@ -22,11 +22,13 @@ Semantics shared by every backend (memory fake :mod:`.memory_subscriptions`, SQL
   ``skip`` narrow a claim to some subscriptions or keep it off others (the websocket channel:
   its deliveries go to the connection bound to the subscription, never to the generic worker,
   https://hl7.org/fhir/uv/subscriptions-backport/channels.html#websockets).
-* ``delivered``/``failed``/``dead_letter`` act only for the owner of the lease (False
-  otherwise, changing nothing). ``failed`` keeps the delivery pending until ``retry_at``
-  (the caller computes the backoff); ``dead_letter`` gives up on it (kept for inspection and
-  :meth:`DeliveryQueue.redeliver`) and lets the next event of the subscription go; ``release``
-  hands it back untried (due at once, no attempt or failure counted).
+* ``delivered``/``failed``/``dead_letter``/``release`` act only for the owner of the lease
+  (a false :class:`Settled` otherwise, changing nothing) and say when the subscription's next
+  pending event may be claimed, so that a worker claims again only when something is due.
+  ``failed`` keeps the delivery pending until ``retry_at`` (the caller computes the backoff);
+  ``dead_letter`` gives up on it (kept for inspection and :meth:`DeliveryQueue.redeliver`) and
+  lets the next event of the subscription go; ``release`` hands it back untried (due at once,
+  no attempt or failure counted).
 * A subscription unknown to the queue is created by its first ``enqueue`` in status
   ``requested`` (nothing is delivered until :meth:`DeliveryQueue.set_status` makes it
   ``active``), or by ``set_status``.
@@ -55,6 +57,26 @@ def check_claim_filter(only: Collection[str] | None, skip: Collection[str]) -> N
     for name, ids in (("only", only or ()), ("skip", skip)):
         if len(ids) > MAX_CLAIM_FILTER:
             raise ValueError(f"claim: {name} names {len(ids)} ids, at most {MAX_CLAIM_FILTER}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What settling a leased delivery did; true when it did something."""
+
+    held: bool
+    """The delivery was pending under the caller's lease (else nothing changed)."""
+    next_attempt: datetime | None = None
+    """When the subscription's next pending event may be claimed (None: none is pending)."""
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def due(self, now: datetime) -> bool:
+        """Whether the subscription has an event a claim at ``now`` would hand out."""
+        return self.next_attempt is not None and self.next_attempt <= now
+
+
+NOT_HELD = Settled(held=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +130,9 @@ class Delivery:
     lease_until: datetime | None
     error: str | None
     delivered: datetime | None
+    events_since_start: int | None = None
+    """The subscription's ``eventsSinceSubscriptionStart`` when this delivery was claimed
+    (None outside a claim)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,19 +176,19 @@ class DeliveryQueue(Protocol):
         those; each names at most :data:`MAX_CLAIM_FILTER` ids."""
         ...
 
-    async def delivered(self, id: int, owner: str) -> bool:
+    async def delivered(self, id: int, owner: str) -> Settled:
         """The delivery reached its endpoint: done; the subscription's failures reset."""
         ...
 
-    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
+    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
         """A try failed: one more attempt counted, due again at ``retry_at``."""
         ...
 
-    async def dead_letter(self, id: int, owner: str, error: str) -> bool:
+    async def dead_letter(self, id: int, owner: str, error: str) -> Settled:
         """Give up on the delivery (kept for inspection and replay); the next event goes."""
         ...
 
-    async def release(self, id: int, owner: str) -> bool:
+    async def release(self, id: int, owner: str) -> Settled:
         """Hand the leased delivery back untried: due at once for the next claimer, with no
         attempt and no failure counted (a claimer that is not the one to send it)."""
         ...

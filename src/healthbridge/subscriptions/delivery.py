@@ -49,6 +49,7 @@ from healthbridge.store.subscriptions import (
     MAX_CLAIM_FILTER,
     Delivery,
     DeliveryQueue,
+    Settled,
     SubscriptionEvent,
 )
 from healthbridge.subscriptions.channels.base import DeliveryResult
@@ -150,17 +151,19 @@ class DeliveryWorker:
             subscriptions = await self.live.get(stale=True)  # made by another process
         return [(d, subscriptions.get(d.event.subscription_id)) for d in claimed]
 
-    async def _settle(self, delivery: Delivery, live: Live | None) -> None:
-        """Deliver one claimed delivery. Cancelled (shutdown): it stays in flight, to be
-        handed back; failed otherwise: its lease runs out and a later claim retries it."""
+    async def _settle(self, delivery: Delivery, live: Live | None) -> bool:
+        """Deliver one claimed delivery; True when its subscription has another event due now.
+        Cancelled (shutdown): it stays in flight, to be handed back; failed otherwise: its
+        lease runs out and a later claim retries it."""
         try:
-            await self._deliver(delivery, live)
+            more = await self._deliver(delivery, live)
         except asyncio.CancelledError:
             raise
         except BaseException:
             self._in_flight.discard(delivery.id)
             raise
         self._in_flight.discard(delivery.id)
+        return more
 
     async def release_in_flight(self) -> None:
         """At shutdown (the worker's task cancelled): hand back the deliveries it held, so that
@@ -190,19 +193,21 @@ class DeliveryWorker:
             )
             return None
         event, disclosed = found
-        state = await self.queue.status(live.id)
-        since = state.events_since_start if state is not None else delivery.event.number
+        since = delivery.events_since_start  # as claimed; else read now
+        if since is None:
+            state = await self.queue.status(live.id)
+            since = state.events_since_start if state is not None else delivery.event.number
         if self.recorder is not None:
             await self.recorder.room()
         return Prepared(event, since, disclosed)
 
-    async def _deliver(self, delivery: Delivery, live: Live | None) -> None:
+    async def _deliver(self, delivery: Delivery, live: Live | None) -> bool:
         if live is not None and is_websocket(live.subscription):  # not ours to send
             await self.queue.release(delivery.id, self.owner)  # (made by another process)
-            return
+            return True
         prepared = await self.prepare(live, delivery, self.owner)
         if live is None or prepared is None:
-            return
+            return True  # dead-lettered: the next event may be due
         result = await self.sender.send(
             live,
             "event-notification",
@@ -222,25 +227,27 @@ class DeliveryWorker:
         )
         self.audit(live, delivery, prepared.disclosed, result)
         if result.ok:
-            await self.queue.delivered(delivery.id, self.owner)
+            settled = await self.queue.delivered(delivery.id, self.owner)
         else:
-            await self._failed(delivery, live, result)
+            settled = await self._failed(delivery, live, result)
+        return settled.due(datetime.now(UTC))
 
-    async def _failed(self, delivery: Delivery, live: Live, result: DeliveryResult) -> None:
+    async def _failed(self, delivery: Delivery, live: Live, result: DeliveryResult) -> Settled:
         error = result.error or f"HTTP {result.status_code}"
         now = datetime.now(UTC)
         retry_at = now + timedelta(
             seconds=self.retry.delay(delivery.attempts, result.retry_after, self._rng)
         )
         if result.permanent or retry_at > delivery.event.recorded + self.retry.retry_period:
-            await self.queue.dead_letter(delivery.id, self.owner, error)
+            settled = await self.queue.dead_letter(delivery.id, self.owner, error)
         else:
-            await self.queue.failed(delivery.id, self.owner, error, retry_at)
+            settled = await self.queue.failed(delivery.id, self.owner, error, retry_at)
         state = await self.queue.status(live.id)
         if state is not None and state.failures >= self.retry.max_failures:
             reason = f"{state.failures} deliveries failed in a row; the last: {error}"
             await self.queue.set_status(live.id, "error", reason)
             _log.warning("subscription set to error", subscription=live.id, reason=reason)
+        return settled
 
     def audit(
         self, live: Live, delivery: Delivery, disclosed: tuple[bytes, ...], result: DeliveryResult
@@ -300,26 +307,36 @@ class DeliveryWorker:
         self._wake.clear()
 
     async def run(self) -> None:
-        """Deliver forever, up to ``batch_size`` deliveries at once: a claim is made whenever
-        one settles (a subscription's next event is claimable only once the one before it is
-        settled) or new events are queued, not once a whole batch is done. Database trouble is
-        logged and retried."""
-        running: set[asyncio.Task[None]] = set()
+        """Deliver forever, up to ``batch_size`` deliveries at once. A claim is made when new
+        events were queued in this process (:meth:`wake`), when a settled delivery's
+        subscription has its next event due (one event of a subscription is claimable at a
+        time), when the last claim took every free slot (more may be due), and otherwise every
+        ``poll_seconds`` (events queued by other processes, retries that came due): not after
+        every settled delivery, each claim being a write. Database trouble is logged and
+        retried."""
+        running: set[asyncio.Task[bool]] = set()
+        saturated = False  # the last claim filled every free slot
 
-        def settled(task: asyncio.Task[None]) -> None:
+        def settled(task: asyncio.Task[bool]) -> None:
             running.discard(task)
-            self._wake.set()
-            if not task.cancelled() and task.exception() is not None:
-                _log.error("subscription delivery failed", error=repr(task.exception()))
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None:
+                _log.error("subscription delivery failed", error=repr(error))
+            if error is not None or saturated or task.result():
+                self._wake.set()
 
         async def once() -> float:
+            nonlocal saturated
             free = self.batch_size - len(running)
             claimed = await self._claim(free) if free > 0 else []
+            saturated = len(claimed) >= free
             for delivery, live in claimed:
                 task = asyncio.create_task(self._settle(delivery, live))
                 running.add(task)
                 task.add_done_callback(settled)
-            if not claimed:
+            if not claimed or not saturated:
                 await self._pause()
             return 0.0
 

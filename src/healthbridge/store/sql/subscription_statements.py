@@ -69,14 +69,15 @@ def _unleased() -> ColumnElement[bool]:
 
 
 def _settle(dialect: Dialect, *, success: bool) -> Statement:
-    """The subscription after its head was delivered (or failed, or was given up on)."""
+    """The subscription after its head was delivered (or failed, or was given up on); returns
+    its next attempt."""
     values: dict[str, Any] = {"next_attempt": head_attempt()}
     if success:
         values.update(failures=0, last_delivered=bindparam("number"))
     else:
         values.update(failures=_s.failures + 1)
     query = update(subscription_state).where(_s.subscription_id == bindparam("sub"))
-    return compile_statement(query.values(values), dialect)
+    return compile_statement(query.values(values).returning(_s.next_attempt), dialect)
 
 
 def _finish(dialect: Dialect, **values: Any) -> Statement:
@@ -160,7 +161,8 @@ class SubscriptionStatements:
         self.settle_released = compile_statement(
             update(subscription_state)
             .where(_s.subscription_id == bindparam("sub"))
-            .values(next_attempt=head_attempt()),
+            .values(next_attempt=head_attempt())
+            .returning(_s.next_attempt),
             d,
         )
 
@@ -258,13 +260,14 @@ class SubscriptionStatements:
         ).returning(*subscription_state.columns)
 
     def ready(self, only: int | None, skip: int) -> Statement:
-        """Up to ``:limit`` active subscriptions due at ``:now``, locked: of ``:only0``... when
-        ``only`` is not None, never ``:skip0``... (``only`` and ``skip`` ids bound; callers pad
-        the lists to :func:`filter_size` with repeats so that few shapes are compiled)."""
+        """Up to ``:limit`` active subscriptions due at ``:now``, locked, with their
+        ``events_since_start``: of ``:only0``... when ``only`` is not None, never ``:skip0``...
+        (``only`` and ``skip`` ids bound; callers pad the lists to :func:`filter_size` with
+        repeats so that few shapes are compiled)."""
         statement = self._ready.get((only, skip))
         if statement is None:
             query = (
-                select(_s.subscription_id)
+                select(_s.subscription_id, _s.events_since_start)
                 .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
                 .order_by(_s.next_attempt)
                 .limit(bindparam("limit"))

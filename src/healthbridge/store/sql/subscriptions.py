@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,9 +37,11 @@ from healthbridge.store.sql.subscription_statements import (
 )
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
+    NOT_HELD,
     Batch,
     Delivery,
     NewEvent,
+    Settled,
     SubscriptionEvent,
     SubscriptionState,
     SubscriptionStatus,
@@ -195,16 +198,16 @@ class SqlSubscriptions:
         ready_of = sql.ready(None if only_ids is None else len(only_ids), len(skip_ids))
         filters = {**(only_ids or {}), **skip_ids}
 
-        async def work(session: Session) -> list[Row]:
+        async def work(session: Session) -> tuple[list[Row], dict[str, int]]:
             args = ready_of.bind(now=at, limit=limit, **filters)
             ready = await session.fetch_all(ready_of, args)
             if not ready:
-                return []
+                return [], {}
             subs = {f"sub{i}": row[0] for i, row in enumerate(ready)}
             heads_of = sql.heads(len(subs))
             heads = await session.fetch_all(heads_of, heads_of.bind(now=at, **subs))
             if not heads:
-                return []
+                return [], {}
             ids = {f"id{i}": row[0] for i, row in enumerate(heads)}
             held = {f"sub{i}": row[1] for i, row in enumerate(heads)}
             lease, hold = sql.lease(len(ids)), sql.hold(len(held))
@@ -214,48 +217,48 @@ class SqlSubscriptions:
                     (hold, hold.bind(until=until, **held)),
                 ]
             )
-            return heads
+            return heads, {str(row[0]): int(row[1]) for row in ready}
 
-        rows = await self._engine.write_all(work)
-        claimed = [_delivery(row) for row in rows]
+        rows, numbered = await self._engine.write_all(work)
         lease_end = from_micros(until)
-        leased = [_leased(d, owner, lease_end) for d in claimed]
+        leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
         return sorted(leased, key=lambda d: (d.due, d.id))
 
     async def _finish(
         self, id: int, owner: str, change: Statement, settle: Statement, **values: Any
-    ) -> bool:
+    ) -> Settled:
         """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters."""
         sql = self._sql
         now = self._now()
 
-        async def work(session: Session) -> bool:
+        async def work(session: Session) -> Settled:
             locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
             if locked is None:
-                return False
+                return NOT_HELD
             args = change.bind(id=id, owner=owner, now=now, **values)
             row = await session.fetch_one(change, args)
             if row is None:
-                return False
-            settled = settle.bind(sub=locked[0], number=row[0], now=now)
-            await session.execute([(settle, settled)])
-            return True
+                return NOT_HELD
+            settled = await session.fetch_one(
+                settle, settle.bind(sub=locked[0], number=row[0], now=now)
+            )
+            return Settled(True, _instant(settled[0]) if settled is not None else None)
 
         return await self._engine.write_all(work)
 
-    async def delivered(self, id: int, owner: str) -> bool:
+    async def delivered(self, id: int, owner: str) -> Settled:
         return await self._finish(id, owner, self._sql.done, self._sql.settle_delivered)
 
-    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> bool:
+    async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
         sql = self._sql
         due = to_micros(retry_at)
         return await self._finish(id, owner, sql.retry, sql.settle_failed, error=error, due=due)
 
-    async def dead_letter(self, id: int, owner: str, error: str) -> bool:
+    async def dead_letter(self, id: int, owner: str, error: str) -> Settled:
         sql = self._sql
         return await self._finish(id, owner, sql.dead, sql.settle_failed, error=error)
 
-    async def release(self, id: int, owner: str) -> bool:
+    async def release(self, id: int, owner: str) -> Settled:
         return await self._finish(id, owner, self._sql.release, self._sql.settle_released)
 
     async def set_status(
@@ -324,18 +327,10 @@ def _padded(prefix: str, ids: Collection[str]) -> dict[str, str]:
     return {f"{prefix}{i}": unique[min(i, len(unique) - 1)] for i in range(size)}
 
 
-def _leased(delivery: Delivery, owner: str, until: datetime) -> Delivery:
-    return Delivery(
-        delivery.id,
-        delivery.event,
-        delivery.state,
-        delivery.attempts,
-        delivery.due,
-        owner,
-        until,
-        delivery.error,
-        delivery.delivered,
-    )
+def _leased(delivery: Delivery, owner: str, until: datetime, numbered: dict[str, int]) -> Delivery:
+    """``delivery`` as just leased, with its subscription's event count at the claim."""
+    since = numbered.get(delivery.event.subscription_id)
+    return replace(delivery, owner=owner, lease_until=until, events_since_start=since)
 
 
 def _later(head: Row | None, lease: Row | None) -> int | None:
