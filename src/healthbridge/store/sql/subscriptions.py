@@ -225,11 +225,27 @@ class SqlSubscriptions:
         return sorted(leased, key=lambda d: (d.due, d.id))
 
     async def _finish(
-        self, id: int, owner: str, change: Statement, settle: Statement, **values: Any
+        self,
+        id: int,
+        owner: str,
+        change: Statement,
+        settle: Statement,
+        at_once: Statement | None,
+        **values: Any,
     ) -> Settled:
-        """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters."""
+        """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters: in
+        one statement where the dialect can (``at_once``), else step by step in a transaction
+        (on SQLite, one hop to the writer thread all the same)."""
         sql = self._sql
         now = self._now()
+        if at_once is not None:
+            args = at_once.bind(id=id, owner=owner, now=now, **values)
+
+            async def one(session: Session) -> Settled:
+                row = await session.fetch_one(at_once, args)
+                return NOT_HELD if row is None else Settled(True, _instant(row[0]))
+
+            return await self._engine.write_one(one)
 
         async def work(session: Session) -> Settled:
             locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
@@ -247,19 +263,26 @@ class SqlSubscriptions:
         return await self._engine.write_all(work)
 
     async def delivered(self, id: int, owner: str) -> Settled:
-        return await self._finish(id, owner, self._sql.done, self._sql.settle_delivered)
+        sql = self._sql
+        return await self._finish(id, owner, sql.done, sql.settle_delivered, sql.done_at_once)
 
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
         sql = self._sql
         due = to_micros(retry_at)
-        return await self._finish(id, owner, sql.retry, sql.settle_failed, error=error, due=due)
+        settle = sql.settle_failed
+        return await self._finish(
+            id, owner, sql.retry, settle, sql.retry_at_once, error=error, due=due
+        )
 
     async def dead_letter(self, id: int, owner: str, error: str) -> Settled:
         sql = self._sql
-        return await self._finish(id, owner, sql.dead, sql.settle_failed, error=error)
+        return await self._finish(
+            id, owner, sql.dead, sql.settle_failed, sql.dead_at_once, error=error
+        )
 
     async def release(self, id: int, owner: str) -> Settled:
-        return await self._finish(id, owner, self._sql.release, self._sql.settle_released)
+        sql = self._sql
+        return await self._finish(id, owner, sql.release, sql.settle_released, sql.release_at_once)
 
     async def set_status(
         self, subscription_id: str, status: SubscriptionStatus, error: str | None = None
