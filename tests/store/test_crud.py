@@ -184,3 +184,34 @@ async def test_invalid_ids_are_rejected_on_write(repo: Repository) -> None:
 
 async def test_ping(repo: Repository) -> None:
     await repo.ping()
+
+
+async def test_many_versions_in_one_read(repo: Repository) -> None:
+    """``versions``: the subscription dispatcher reads the versions of a batch of changes at
+    once; each comes back as stored (a delete too), None where unknown, in the order asked."""
+    first = await repo.create("Patient", PATIENT)
+    second, _ = await repo.update("Patient", first.id, {**PATIENT, "active": False})
+    deleted = await repo.delete("Patient", first.id)
+    other = await repo.create("Observation", {"resourceType": "Observation", "status": "final"})
+    many = [("Observation", f"o{n}", 1) for n in range(70)]  # more than one statement's worth
+    keys = [
+        ("Patient", first.id, 2),
+        ("Patient", first.id, 9),
+        ("Observation", other.id, 1),
+        ("Patient", first.id, 1),
+        ("Patient", first.id, 3),
+        ("Patient", "not a valid id!", 1),
+        ("Patient", first.id, 1),
+        *many,
+    ]
+    found = await repo.versions(keys)
+    assert len(found) == len(keys)
+    assert found[0] is not None and found[0].content == second.content
+    assert found[1] is None
+    assert found[2] is not None and found[2].content == other.content
+    assert found[3] is not None and found[3].content == first.content
+    assert found[4] is not None and found[4].deleted and deleted is not None
+    assert found[5] is None
+    assert found[6] == found[3]
+    assert found[7:] == [None] * 70
+    assert await repo.versions([]) == []

@@ -142,14 +142,14 @@ async def test_changes_no_subscription_looks_at_are_not_read(
     feature.dispatcher.handshakes = _no_handshakes  # type: ignore[method-assign]
     id = await _subscribe(feature, UNRESTRICTED)
     read: list[str] = []
-    stored = feature.dispatcher._stored
-
-    async def counting(resource_type: str, id: str, version: int) -> Any:
-        read.append(resource_type)
-        return await stored(resource_type, id, version)
-
-    feature.dispatcher._stored = counting  # type: ignore[method-assign]
     repo = feature.repository
+    versions = repo.versions
+
+    async def counting(keys: Any) -> Any:
+        read.extend(type_ for type_, _, _ in keys)
+        return await versions(keys)
+
+    repo.versions = counting  # type: ignore[method-assign]
     await repo.update("Patient", "p3", {"resourceType": "Patient", "id": "p3"})
     focus = (await repo.create("Observation", observation("p1"))).id
     await feature.dispatcher.step()

@@ -37,6 +37,7 @@ from healthbridge.store.repository import (
     SearchPage,
     StoredResource,
     Transaction,
+    VersionKey,
 )
 from healthbridge.store.versioning import (
     Current,
@@ -181,6 +182,10 @@ class MemoryRepository(AutocommitWrites):
         if stored is None:
             raise not_found(resource_type, id, version_id)
         return require_live(stored)
+
+    async def versions(self, keys: Sequence[VersionKey]) -> list[StoredResource | None]:
+        versions = self._state.versions
+        return [versions.get((type_, id), {}).get(version) for type_, id, version in keys]
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         if query.id is not None:

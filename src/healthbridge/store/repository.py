@@ -42,6 +42,8 @@ from healthbridge.store.subscriptions import DeliveryQueue
 from healthbridge.store.terminology import TerminologyStore
 
 Method = Literal["create", "update", "delete"]
+VersionKey = tuple[str, str, int]
+"""(resource type, id, version id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,11 @@ class Repository(Protocol):
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
         """A specific version; Gone when that version is a delete, NotFound when unknown."""
+        ...
+
+    async def versions(self, keys: Sequence[VersionKey]) -> list[StoredResource | None]:
+        """Many versions in one read, in the order of ``keys``: each as stored (a delete
+        included, ``deleted`` set), None where unknown."""
         ...
 
     async def history(self, query: HistoryQuery) -> HistoryPage: ...

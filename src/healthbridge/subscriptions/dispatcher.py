@@ -42,7 +42,7 @@ from healthbridge.infra.logging import get_logger
 from healthbridge.infra.tasks import forever
 from healthbridge.security.access import AccessPolicy
 from healthbridge.security.context import NeverRevoked, Revocations
-from healthbridge.store.repository import OutboxEvent, Repository, StoredResource
+from healthbridge.store.repository import OutboxEvent, Repository, StoredResource, VersionKey
 from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
 from healthbridge.subscriptions.candidates import Candidates
 from healthbridge.subscriptions.channels.websocket import is_websocket
@@ -115,9 +115,11 @@ class Dispatcher:
         if changed or self._clock() - self._handshakes_at >= self.live.max_age:
             self._handshakes_at = self._clock()
             await self.handshakes(subscriptions)
-        # the rows' versions are read concurrently (PostgreSQL: one round trip each, in
-        # parallel over the pool); events keep the rows' order
-        matched = await asyncio.gather(*(self._match(row, subscriptions) for row in fresh))
+        # the rows' versions in one read; events keep the rows' order
+        versions = await self._read_versions(fresh, subscriptions)
+        matched = await asyncio.gather(
+            *(self._match(row, subscriptions, versions) for row in fresh)
+        )
         events = [event for found in matched for event in found]
         after = self._advance(cursor, rows)
         if (events or after > cursor) and await self.queue.enqueue(Batch(NAME, after, events)):
@@ -179,17 +181,27 @@ class Dispatcher:
             cursor = row.seq
         return cursor
 
-    async def _versions(
-        self, row: OutboxEvent
-    ) -> tuple[StoredResource | None, StoredResource | None]:
-        """The previous and current versions of the changed resource (None where none)."""
-        current = None
-        if row.method != "delete":
-            current = await self._stored(row.resource_type, row.id, row.version_id)
-        previous = None
-        if row.version_id > 1:
-            previous = await self._stored(row.resource_type, row.id, row.version_id - 1)
-        return previous, current
+    async def _read_versions(
+        self, rows: list[OutboxEvent], subscriptions: dict[str, Live]
+    ) -> dict[VersionKey, StoredResource]:
+        """The previous and current versions of the changes some subscription looks at, in
+        one read (PostgreSQL: one round trip, not one per change); deletes and unknown
+        versions left out."""
+        if not subscriptions:
+            return {}
+        types = self._filed(subscriptions).types
+        keys: list[VersionKey] = []
+        for row in rows:
+            if row.resource_type == "Subscription" or row.resource_type not in types:
+                continue
+            if row.method != "delete":
+                keys.append((row.resource_type, row.id, row.version_id))
+            if row.version_id > 1:
+                keys.append((row.resource_type, row.id, row.version_id - 1))
+        if not keys:
+            return {}
+        found = await self.repository.versions(keys)
+        return {key: v for key, v in zip(keys, found, strict=True) if v and not v.deleted}
 
     async def _stored(self, resource_type: str, id: str, version: int) -> StoredResource | None:
         try:
@@ -208,13 +220,21 @@ class Dispatcher:
             self._candidates = (subscriptions, Candidates(subscriptions))
         return self._candidates[1]
 
-    async def _match(self, row: OutboxEvent, subscriptions: dict[str, Live]) -> list[NewEvent]:
+    async def _match(
+        self,
+        row: OutboxEvent,
+        subscriptions: dict[str, Live],
+        versions: dict[VersionKey, StoredResource],
+    ) -> list[NewEvent]:
         if row.resource_type == "Subscription" or not subscriptions:
             return []
         filed = self._filed(subscriptions)
         if row.resource_type not in filed.types:
             return []  # no subscription looks at this type: not even read
-        before, after = await self._versions(row)
+        after = None
+        if row.method != "delete":
+            after = versions.get((row.resource_type, row.id, row.version_id))
+        before = versions.get((row.resource_type, row.id, row.version_id - 1))
         focus = after or before
         if focus is None:
             return []

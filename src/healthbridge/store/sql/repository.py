@@ -34,9 +34,11 @@ from healthbridge.store.repository import (
     SearchPage,
     StoredResource,
     Transaction,
+    VersionKey,
 )
 from healthbridge.store.signals import ChangeSignal
 from healthbridge.store.sql.audit import SqlAuditLog
+from healthbridge.store.sql.compiled import filter_size
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
 from healthbridge.store.sql.indexing import IndexRows
@@ -57,6 +59,8 @@ from healthbridge.store.versioning import (
 )
 
 T = TypeVar("T")
+VERSIONS_PER_READ = 64
+"""Most versions one statement of :meth:`SqlRepository.versions` reads."""
 OneChange = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
@@ -188,6 +192,21 @@ class SqlRepository:
         if row is None:
             raise not_found(resource_type, id, version_id)
         return require_live(to_stored(row))
+
+    async def versions(self, keys: Sequence[VersionKey]) -> list[StoredResource | None]:
+        found: dict[VersionKey, StoredResource] = {}
+        wanted = [key for key in dict.fromkeys(keys) if is_valid_key(key[0], key[1])]
+        for start in range(0, len(wanted), VERSIONS_PER_READ):
+            chunk = wanted[start : start + VERSIONS_PER_READ]
+            padded = chunk + [chunk[-1]] * (filter_size(len(chunk)) - len(chunk))
+            statement = self._sql.read_versions(len(padded))
+            args: dict[str, object] = {}
+            for i, (type_, id, version) in enumerate(padded):
+                args |= {f"type{i}": type_, f"id{i}": id, f"version{i}": version}
+            for row in await self._engine.fetch_all(statement, statement.bind(**args)):
+                stored = to_stored(row)
+                found[(stored.resource_type, stored.id, stored.version_id)] = stored
+        return [found.get(key) for key in keys]
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         if query.id is not None:

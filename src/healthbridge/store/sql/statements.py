@@ -7,11 +7,12 @@ feed, and the version writes of :mod:`.writes`.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from healthbridge.store.sql.bulk_writes import BulkCreates
 from healthbridge.store.sql.compiled import (
     OUTBOX_COLUMNS,
+    Statement,
     compile_statement,
     key_filter,
     select_versions,
@@ -42,6 +43,7 @@ class Statements:
             ),
             dialect,
         )
+        self._read_versions: dict[int, Statement] = {}
         self.outbox_since = c(
             select(*(outbox.c[name] for name in OUTBOX_COLUMNS))
             .where(outbox.c.seq > bindparam("after"))
@@ -55,3 +57,21 @@ class Statements:
         # The hot paths bind these positionally as (type, id).
         key = ("type", "id")
         assert self.read_current.names == self.current.names == self.lock_current.names == key
+
+    def read_versions(self, count: int) -> Statement:
+        """Versions ``(:type0, :id0, :version0)``... of ``resource_history``, each found by its
+        primary key (one statement per count: callers pad to a power of two)."""
+        statement = self._read_versions.get(count)
+        if statement is None:
+            h = resource_history.c
+            wanted = [
+                and_(
+                    h.type == bindparam(f"type{i}"),
+                    h.id == bindparam(f"id{i}"),
+                    h.version_id == bindparam(f"version{i}"),
+                )
+                for i in range(count)
+            ]
+            query = select_versions(resource_history).where(or_(*wanted))
+            statement = self._read_versions[count] = compile_statement(query, self.dialect)
+        return statement

@@ -56,11 +56,6 @@ def head_attempt() -> ScalarSelect[Any]:
     )
 
 
-def filter_size(count: int) -> int:
-    """The length a claim filter of ``count`` ids is padded to: the next power of two."""
-    return 1 << max(count - 1, 0).bit_length()
-
-
 def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
     return [bindparam(f"{prefix}{i}") for i in range(count)]
 

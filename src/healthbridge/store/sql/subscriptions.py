@@ -27,13 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from healthbridge.store.instants import Clock, from_micros, to_micros
-from healthbridge.store.sql.compiled import Statement
+from healthbridge.store.sql.compiled import Statement, filter_size
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.subscription_statements import (
     DELIVERY_COLUMNS,
     STATE_COLUMNS,
     SubscriptionStatements,
-    filter_size,
 )
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
