@@ -12,11 +12,15 @@ request forgery"; OWASP's prevention rules
   reserved, nor an IPv4-mapped IPv6 form of those), and the connection goes to the address that
   was checked. The URL keeps the original name, so the ``Host`` header and TLS SNI and
   certificate checks use it. A DNS answer that changes between a check and the connection (DNS
-  rebinding) therefore cannot move the connection. This is done in an httpcore network backend
-  (:class:`GuardedBackend`, :class:`AsyncGuardedBackend`), so no connection can bypass it;
-* no redirects (httpcore follows none), no proxies from the environment, a timeout on every
-  step and on the whole exchange, and a cap on the response size; error texts name the
-  category of failure only, never the target's response body;
+  rebinding) therefore cannot move the connection. This is done where each client makes its
+  connections, so no connection can bypass it: an httpcore network backend for the blocking
+  client (:class:`GuardedBackend`), aiohttp's resolver for the asyncio one
+  (:class:`GuardedResolver`, https://docs.aiohttp.org/en/stable/abc.html#abstract-resolver;
+  aiohttp connects to an IP literal without asking it, so literals are checked per request);
+* no redirects, no proxies nor ``.netrc`` from the environment, no cookies, no content
+  decoding (no decompression bombs: the body is returned as sent), a timeout on every step and
+  on the whole exchange, and a cap on the response size, read incrementally; error texts name
+  the category of failure only, never the target's response body;
 * the operator's allow-list (``host`` or ``host:port``, lower case) lifts the address and
   ``https`` rules for the hosts it names (``HEALTHBRIDGE_OUTBOUND_ALLOWED_HOSTS``).
 """
@@ -33,9 +37,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpcore2
-
-from healthbridge.infra.asyncio_streams import AsyncioBackend
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 Resolver = Callable[[str, int], Sequence[str]]
 """Host name and port -> the addresses it resolves to (tests substitute their own)."""
@@ -189,34 +194,31 @@ class GuardedBackend(httpcore2.NetworkBackend):
         raise OutboundRefused("unix sockets are not outbound targets")
 
 
-class AsyncGuardedBackend(httpcore2.AsyncNetworkBackend):
-    """The asyncio counterpart of :class:`GuardedBackend` (DNS runs in a worker thread)."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver under the guard: asked once per new connection, it answers the one
+    checked address (DNS in a worker thread); aiohttp connects to it and keeps the URL's name
+    for the ``Host`` header, TLS SNI and the certificate check."""
 
     def __init__(self, policy: OutboundPolicy, resolver: Resolver = system_resolver) -> None:
         self._policy, self._resolver = policy, resolver
-        self._inner = AsyncioBackend()  # httpcore on asyncio's own streams, not AnyIO's
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         address = await asyncio.to_thread(checked_address, host, port, self._policy, self._resolver)
-        return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        raise OutboundRefused("unix sockets are not outbound targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
 def _timeouts(policy: OutboundPolicy) -> dict[str, object]:
@@ -290,9 +292,90 @@ DRAIN_BYTES = 64 * 1024
 its keep-alive connection serves the next request; a longer one closes the connection."""
 
 
+def _literal(host: str, port: int) -> list[str]:
+    """An IP literal "resolves" to itself; anything else that aiohttp would take for one
+    (``[v1.x]``) resolves to nothing and is refused."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return []
+
+
+def _aiohttp_url(url: str, target: Target, policy: OutboundPolicy) -> URL:
+    """The URL as aiohttp reads it (yarl), which must name the target that was checked; an IP
+    literal (aiohttp's test: a colon, or only digits and dots) is checked here, because aiohttp
+    connects to it without asking the resolver."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise OutboundRefused("the URL is not a valid http(s) URL") from None
+    if (parsed.scheme, parsed.raw_host, parsed.port) != (target.scheme, target.host, target.port):
+        raise OutboundRefused("the URL is not a valid http(s) URL")  # the parsers disagree
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        raise OutboundRefused("the URL must not carry a user name or password")
+    if ":" in target.host or target.host.replace(".", "").isdigit():
+        checked_address(target.host, target.port, policy, _literal)
+    return parsed
+
+
+OPEN_CONNECTIONS = 64
+"""Connections one client keeps open at most: more than the deliveries the subscription worker
+runs at once (20), so endpoints that answer slowly hold up none of the others."""
+
+
+def _new_session(
+    policy: OutboundPolicy, resolver: Resolver, tls: ssl.SSLContext
+) -> aiohttp.ClientSession:
+    """aiohttp's client with the guard's rules: the guarded resolver, connections kept alive
+    per host, a timeout on the connection, each read and the whole exchange, and none of
+    aiohttp's conveniences that reach further (cookies, proxies and ``.netrc`` from the
+    environment, content decoding); redirects are turned off per request
+    (https://docs.aiohttp.org/en/stable/client_reference.html)."""
+    step = policy.timeout_s
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy, resolver),
+        use_dns_cache=False,  # the resolver is asked for every new connection
+        ssl=tls,
+        limit=OPEN_CONNECTIONS,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=step, sock_connect=step, sock_read=step),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,  # no proxies nor .netrc from the environment
+        auto_decompress=False,
+        # exactly the caller's headers: no Accept-Encoding (bodies are not decoded), no
+        # User-Agent nor guessed Content-Type of aiohttp's own
+        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+    )
+
+
+async def _read(raw: aiohttp.ClientResponse, cap: int, *, keep: bool) -> bytes | None:
+    """The body, read as it comes (``keep=False``: dropped), or None once it is longer than
+    ``cap``: the connection is then closed rather than read to its end (unless all of it had
+    arrived already, and aiohttp has put the connection back in its pool)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in raw.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raw.close()
+            return None
+        if keep:
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+CHECKED_URLS = 1024
+"""The asyncio client remembers this many URLs that passed :func:`parse_target` and the IP
+literal check (a subscription posts to the same endpoint again and again; the checks parse IP
+addresses, a tenth of a request's CPU time); name resolution is not remembered."""
+
+
 class AsyncOutboundClient:
-    """Requests from the event loop under the guard; one connection pool, closed by
-    :meth:`aclose`. The whole exchange is bounded by the policy's timeout too."""
+    """Requests from the event loop under the guard, on aiohttp; one session and its pool of
+    keep-alive connections, made on the first request (aiohttp wants a running event loop) and
+    closed by :meth:`aclose`. The whole exchange is bounded by the policy's timeout too."""
 
     def __init__(
         self,
@@ -302,10 +385,10 @@ class AsyncOutboundClient:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.policy = policy
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=ssl_context or httpcore2.default_ssl_context(),
-            network_backend=AsyncGuardedBackend(policy, resolver),
-        )
+        self._resolver = resolver
+        self._tls = ssl_context or httpcore2.default_ssl_context()
+        self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, URL] = {}  # URLs that passed the static checks (no DNS)
 
     async def request(
         self,
@@ -316,42 +399,54 @@ class AsyncOutboundClient:
         content: bytes | None = None,
         read_body: bool = True,
     ) -> OutboundResponse:
-        parse_target(url, self.policy)
+        parsed = self._checked.get(url)
+        if parsed is None:  # the checks depend on the URL and the policy only: done once
+            parsed = _aiohttp_url(url, parse_target(url, self.policy), self.policy)
+            if len(self._checked) >= CHECKED_URLS:
+                self._checked.clear()
+            self._checked[url] = parsed
+        if self._session is None:
+            self._session = _new_session(self.policy, self._resolver, self._tls)
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                return await self._exchange(method, url, headers, content, read_body)
+                return await self._exchange(
+                    self._session, method, parsed, headers, content, read_body
+                )
         except OutboundError:
             raise
-        except Exception as exc:  # httpcore's network and protocol errors, the deadline
+        except Exception as exc:  # aiohttp's network and protocol errors, the deadline
+            if isinstance(exc.__cause__, OutboundError):  # the resolver's, should aiohttp wrap it
+                raise exc.__cause__ from None
             raise _failure(exc) from exc
 
     async def _exchange(
         self,
+        session: aiohttp.ClientSession,
         method: str,
-        url: str,
+        url: URL,
         headers: Mapping[str, str] | None,
         content: bytes | None,
         read_body: bool,
     ) -> OutboundResponse:
-        async with self._pool.stream(
-            method,
-            url,
-            headers=list((headers or {}).items()),
-            content=content,
-            extensions=_timeouts(self.policy),
+        async with session.request(
+            method, url, headers=headers, data=content, allow_redirects=False
         ) as raw:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in raw.aiter_stream():
-                size += len(chunk)
-                if not read_body:  # read to its end all the same: the connection is reused
-                    if size > DRAIN_BYTES:
-                        break  # not worth it: the connection is closed instead
-                    continue
-                if size > self.policy.max_bytes:
+            answered = {name.lower(): value for name, value in raw.headers.items()}
+            if read_body:
+                body = await _read(raw, self.policy.max_bytes, keep=True)
+                if body is None:
                     raise OutboundTooLarge("the response is larger than the size limit")
-                chunks.append(chunk)
-            return _response(raw, b"".join(chunks))
+                return OutboundResponse(raw.status, answered, body)
+            # read to its end all the same, so that the connection is reused; when longer than
+            # DRAIN_BYTES (announced, or as read so far), it is closed instead (unless all of
+            # it came with the headers: then aiohttp has read it and reuses the connection)
+            if (raw.content_length or 0) > DRAIN_BYTES:
+                raw.close()
+            else:
+                await _read(raw, DRAIN_BYTES, keep=False)
+            return OutboundResponse(raw.status, answered)
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
