@@ -60,7 +60,8 @@ from healthbridge.store.versioning import (
 
 T = TypeVar("T")
 VERSIONS_PER_READ = 64
-"""Most versions one statement of :meth:`SqlRepository.versions` reads."""
+"""Most versions one statement of :meth:`SqlRepository.versions` reads on SQLite (PostgreSQL
+reads them all with one)."""
 OneChange = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
@@ -194,18 +195,27 @@ class SqlRepository:
         return require_live(to_stored(row))
 
     async def versions(self, keys: Sequence[VersionKey]) -> list[StoredResource | None]:
-        found: dict[VersionKey, StoredResource] = {}
         wanted = [key for key in dict.fromkeys(keys) if is_valid_key(key[0], key[1])]
-        for start in range(0, len(wanted), VERSIONS_PER_READ):
-            chunk = wanted[start : start + VERSIONS_PER_READ]
-            padded = chunk + [chunk[-1]] * (filter_size(len(chunk)) - len(chunk))
-            statement = self._sql.read_versions(len(padded))
-            args: dict[str, object] = {}
-            for i, (type_, id, version) in enumerate(padded):
-                args |= {f"type{i}": type_, f"id{i}": id, f"version{i}": version}
-            for row in await self._engine.fetch_all(statement, statement.bind(**args)):
-                stored = to_stored(row)
-                found[(stored.resource_type, stored.id, stored.version_id)] = stored
+        rows: list[Row] = []
+        if wanted and self._engine.dialect.writes_in_one_statement:  # PostgreSQL: three arrays
+            statement = self._sql.read_versions(len(wanted))
+            types, ids, versions = (list(column) for column in zip(*wanted, strict=True))
+            rows = await self._engine.fetch_all(
+                statement, statement.bind(types=types, ids=ids, versions=versions)
+            )
+        else:
+            for start in range(0, len(wanted), VERSIONS_PER_READ):
+                chunk = wanted[start : start + VERSIONS_PER_READ]
+                padded = chunk + [chunk[-1]] * (filter_size(len(chunk)) - len(chunk))
+                statement = self._sql.read_versions(len(padded))
+                args: dict[str, object] = {}
+                for i, (type_, id, version) in enumerate(padded):
+                    args |= {f"type{i}": type_, f"id{i}": id, f"version{i}": version}
+                rows += await self._engine.fetch_all(statement, statement.bind(**args))
+        found: dict[VersionKey, StoredResource] = {}
+        for row in rows:
+            stored = to_stored(row)
+            found[(stored.resource_type, stored.id, stored.version_id)] = stored
         return [found.get(key) for key in keys]
 
     async def history(self, query: HistoryQuery) -> HistoryPage:

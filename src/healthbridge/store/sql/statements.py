@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, or_, select
 from healthbridge.store.sql.bulk_writes import BulkCreates
 from healthbridge.store.sql.compiled import (
     OUTBOX_COLUMNS,
+    VERSION_COLUMNS,
     Statement,
     compile_statement,
     key_filter,
@@ -22,6 +23,17 @@ from healthbridge.store.sql.tables import outbox, resource, resource_history
 from healthbridge.store.sql.writes import VersionWrites
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"  # Alembic's own table
+
+
+_PG_READ_VERSIONS = Statement(
+    "SELECT "
+    + ", ".join(f"h.{name}" for name in VERSION_COLUMNS)
+    + " FROM unnest($1::text[], $2::text[], $3::int[]) AS k(type, id, version_id)"
+    " JOIN resource_history h"
+    " ON h.type = k.type AND h.id = k.id AND h.version_id = k.version_id",
+    ("types", "ids", "versions"),
+    {},
+)
 
 
 class Statements:
@@ -59,8 +71,13 @@ class Statements:
         assert self.read_current.names == self.current.names == self.lock_current.names == key
 
     def read_versions(self, count: int) -> Statement:
-        """Versions ``(:type0, :id0, :version0)``... of ``resource_history``, each found by its
-        primary key (one statement per count: callers pad to a power of two)."""
+        """Versions of ``resource_history``, each found by its primary key. PostgreSQL: one
+        statement whatever the count, over three arrays (``:types``, ``:ids``, ``:versions``):
+        a WHERE of a few hundred ORs took 160-700 ms to plan and run under load. SQLite:
+        ``(:type0, :id0, :version0)``... ORed (one statement per count: callers pad to a power
+        of two)."""
+        if self.dialect.writes_in_one_statement:
+            return _PG_READ_VERSIONS
         statement = self._read_versions.get(count)
         if statement is None:
             h = resource_history.c
