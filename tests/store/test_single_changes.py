@@ -291,3 +291,30 @@ async def test_postgres_a_failed_commit_acknowledges_nothing(
     assert (await postgres.read("Patient", "p")).version_id == 1
     assert [e.id for e in await postgres.outbox_since(0)] == ["p"]
     assert (await postgres.create("Patient", PATIENT, id="n0")).version_id == 1
+
+
+class Interrupt(BaseException):
+    """Not an Exception: what a change's bug or an interpreter exit may raise."""
+
+
+async def test_a_change_raising_a_base_exception_does_not_stop_the_writer(
+    sqlite: Sqlite,
+) -> None:
+    """The writer thread serves every write of the process: a call on it or a change that
+    raises something other than an Exception fails alone, with a clear error, and the writes
+    after it go through (before, the thread died and every later write hung)."""
+    repo, engine = sqlite.repo, sqlite.engine
+
+    def raising(connection: Any) -> None:
+        raise Interrupt
+
+    async def work(session: Any) -> None:
+        raise Interrupt
+
+    with pytest.raises(Unavailable, match="nothing was written"):
+        await asyncio.wait_for(engine.on_writer(raising), 5)
+    with pytest.raises(Unavailable, match="nothing was written"):
+        await asyncio.wait_for(engine.write_one(work), 5)
+    stored = await asyncio.wait_for(repo.create("Patient", PATIENT, id="after"), 5)
+    assert stored.id == "after"
+    assert [e.id for e in await repo.outbox_since(0)] == ["after"]

@@ -10,6 +10,8 @@ its error goes to its own caller only; the others go on and later changes see ea
 the one COMMIT returns, every caller gets its result. When the COMMIT, or the transaction as a
 whole, fails, every change of the batch fails with ``Unavailable`` and none is acknowledged:
 acknowledged means durable, and all or nothing, as https://hl7.org/fhir/R4/http.html requires.
+Nothing a change raises (an Exception or not) stops the thread, which serves every write of the
+process: it goes to that change's caller.
 
 A unit of work (a FHIR transaction, several statements with awaits in between) claims the thread
 exclusively: it runs between batches, its statements one by one, until its last step.
@@ -189,7 +191,7 @@ class GroupCommitWriter:
         try:
             outcomes = [self._in_savepoint(op) for op in ops]
             commit(self._connection)
-        except Exception as exc:
+        except BaseException as exc:  # (never out of the thread: it would stop every write)
             rollback(self._connection)
             outcomes = [(op.future, None, self._not_committed(exc)) for op in ops]
         self._resolve(outcomes)
@@ -200,7 +202,7 @@ class GroupCommitWriter:
         connection.execute("SAVEPOINT change")
         try:
             result = op.call(connection)
-        except Exception as exc:
+        except BaseException as exc:
             if not connection.in_transaction:  # SQLite rolled it all back (I/O error, disk full)
                 raise
             connection.execute("ROLLBACK TO change")
@@ -219,7 +221,7 @@ class GroupCommitWriter:
                     begin(self._connection)
                     begun = True
                 outcome: Outcome = (op.future, op.call(self._connection), None)
-            except Exception as exc:
+            except BaseException as exc:
                 outcome = (op.future, None, self._mapped(exc))
             self._resolve([outcome])
         self._end_unit(op, commit_it=begun and op.kind == "commit")
@@ -229,7 +231,7 @@ class GroupCommitWriter:
         if commit_it and not op.future.cancelled():
             try:
                 commit(self._connection)
-            except Exception as exc:
+            except BaseException as exc:
                 outcome = (op.future, None, self._not_committed(exc))
         rollback(self._connection)  # whatever is still open: the unit failed or was cancelled
         self._resolve([outcome])
@@ -251,7 +253,9 @@ class GroupCommitWriter:
             with suppress(RuntimeError):  # the loop closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, settled)
 
-    def _mapped(self, exc: Exception) -> BaseException:
+    def _mapped(self, exc: BaseException) -> BaseException:
+        if not isinstance(exc, Exception):  # SystemExit and the like, raised by a change
+            return self._not_committed(exc)
         mapped = SQLITE.map_error(exc, self._where) if isinstance(exc, apsw.Error) else None
         if mapped is None:
             return exc
