@@ -190,3 +190,42 @@ async def test_a_record_no_event_can_be_built_from_does_not_block_the_rest() -> 
     recorder.record(read("b"))
     assert await recorder.flush() == 2
     assert recorder.failures == 1 and recorder.buffered == 0
+
+
+class WriterThreadLog(MemoryAuditLog):
+    """An append that goes on once started, whoever stops waiting for it: like an append on
+    SQLite's writer thread, which commits even when its caller was cancelled meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def append(self, entries: Sequence[AuditEntry], key: bytes) -> list[int]:
+        async def on_the_thread() -> list[int]:
+            self.started.set()
+            await self.go_on.wait()
+            return await MemoryAuditLog.append(self, entries, key)
+
+        return await asyncio.shield(on_the_thread())
+
+
+async def test_closing_during_an_append_records_nothing_twice() -> None:
+    """Shutdown while the background task's append is in flight: close() waits for it rather
+    than cancel it, so the batch is not put back and appended a second time."""
+    log = WriterThreadLog()
+    recorder = AuditRecorder(log, KEY, SOURCE, flush_seconds=0.01)
+    recorder.start()
+    recorder.record(read("a"))
+    await asyncio.wait_for(log.started.wait(), 5)  # "a" is being appended
+    recorder.record(read("b"))
+    closing = asyncio.create_task(recorder.close())
+    await asyncio.sleep(0.05)
+    log.go_on.set()
+    await asyncio.wait_for(closing, 5)
+    await asyncio.sleep(0.05)  # anything appended late would be there by now
+    assert [json.loads(row.content)["entity"][0]["what"]["reference"] for row in log.rows] == [
+        "Observation/a",
+        "Observation/b",
+    ]
+    assert recorder.stats()["appended"] == 2

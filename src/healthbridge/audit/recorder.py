@@ -184,9 +184,13 @@ class AuditRecorder:
         return record_entries(record, self._source, sorted(patients))
 
     async def close(self) -> None:
-        """Stop the background tasks, write what is buffered, save the relay's cursor."""
-        for task in self._tasks:
-            task.cancel()
+        """Stop the background tasks, write what is buffered, save the relay's cursor. The
+        writer is stopped between batches, never during one: an append cancelled in flight may
+        still commit (SQLite's writer thread goes on), and its batch, put back in the buffer,
+        would be appended a second time."""
+        async with self._writing:
+            for task in self._tasks:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         try:
