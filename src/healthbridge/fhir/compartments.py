@@ -29,8 +29,7 @@ def compartment_owners(
     own_id = resource.get("id")
     if resource_type == compartment and isinstance(own_id, str):
         owners.add(own_id)  # the compartment's own resource (R4 lists only Patient.link)
-    for row in indexer.rows_of(resource, params):
-        value = row.value
+    for value in (v for code in params for v in indexer.values_of(resource, code)):
         if (
             isinstance(value, ReferenceValue)
             and value.target_type == compartment

@@ -193,10 +193,9 @@ class DeliveryWorker:
             )
             return None
         event, disclosed = found
-        since = delivery.events_since_start  # as claimed; else read now
+        since = delivery.events_since_start  # as claimed (a claim always carries it)
         if since is None:
-            state = await self.queue.status(live.id)
-            since = state.events_since_start if state is not None else delivery.event.number
+            since = delivery.event.number
         if self.recorder is not None:
             await self.recorder.room()
         return Prepared(event, since, disclosed)

@@ -28,7 +28,6 @@ from typing import Final
 from healthbridge.fhir import jsonformat
 from healthbridge.fhir.errors import FhirError
 from healthbridge.fhir.search import Indexer
-from healthbridge.fhir.search.match import rows_by_param
 from healthbridge.fhir.search.parse import SearchParser
 from healthbridge.fhir.search.query import SearchQuery
 from healthbridge.fhir.search.values import ReferenceValue
@@ -82,10 +81,9 @@ async def context(
         return ()
     found: dict[tuple[str, str], Resource] = {}
     if shape.includes:
-        wanted = {param for param, _ in shape.includes}
-        rows = rows_by_param(indexer.rows_of(focus, wanted))  # only those: not all 44
+        rows = indexer.lazy_rows(focus)  # only the included parameters: not all 44
         for param, target in shape.includes:
-            for value in rows.get(param, ()):
+            for value in rows.get(param, []):
                 if len(found) >= MAX_CONTEXT:
                     break
                 if not isinstance(value, ReferenceValue) or value.target_id is None:

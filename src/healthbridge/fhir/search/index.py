@@ -13,7 +13,7 @@ values within each focus element.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -180,20 +180,10 @@ class Indexer:
             rows.extend(IndexRow(param.code, param.kind, v) for v in param.select(resource, shared))
         return rows
 
-    def rows_of(self, resource: Resource, codes: Collection[str]) -> list[IndexRow]:
-        """The index rows of only the parameters ``codes`` of ``resource`` (compartment
-        membership reads two or three of an Observation's 44)."""
-        rows: list[IndexRow] = []
-        for param in self.parameters(str(resource.get("resourceType", ""))):
-            if param.code in codes:
-                rows.extend(
-                    IndexRow(param.code, param.kind, v) for v in param.select(resource, None)
-                )
-        return rows
-
     def values_of(self, resource: Resource, code: str) -> list[IndexValue]:
         """The index values of the one parameter ``code`` of ``resource`` (none when its type
-        has no such indexable parameter)."""
+        has no such indexable parameter): compartment membership and subscription filters
+        read two or three of an Observation's 44."""
         resource_type = str(resource.get("resourceType", ""))
         by_code = self._by_code.get(resource_type)
         if by_code is None:

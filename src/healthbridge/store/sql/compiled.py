@@ -52,12 +52,6 @@ def compile_statement(
     return Statement(str(compiled), names, dict(compiled.params), many)
 
 
-def filter_size(count: int) -> int:
-    """The length a list of ``count`` bound values is padded to (with repeats): the next power
-    of two, so that few statement shapes are compiled."""
-    return 1 << max(count - 1, 0).bit_length()
-
-
 def key_filter(table: Table) -> list[ColumnElement[bool]]:
     """``type = :type AND id = :id``."""
     return [table.c.type == bindparam("type"), table.c.id == bindparam("id")]

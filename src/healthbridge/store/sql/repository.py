@@ -38,7 +38,6 @@ from healthbridge.store.repository import (
 )
 from healthbridge.store.signals import ChangeSignal
 from healthbridge.store.sql.audit import SqlAuditLog
-from healthbridge.store.sql.compiled import filter_size
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.history import history_page
 from healthbridge.store.sql.indexing import IndexRows
@@ -59,9 +58,6 @@ from healthbridge.store.versioning import (
 )
 
 T = TypeVar("T")
-VERSIONS_PER_READ = 64
-"""Most versions one statement of :meth:`SqlRepository.versions` reads on SQLite (PostgreSQL
-reads them all with one)."""
 OneChange = Callable[[SqlTransaction], Coroutine[Any, Any, T]]
 
 
@@ -196,26 +192,12 @@ class SqlRepository:
 
     async def versions(self, keys: Sequence[VersionKey]) -> list[StoredResource | None]:
         wanted = [key for key in dict.fromkeys(keys) if is_valid_key(key[0], key[1])]
-        rows: list[Row] = []
-        if wanted and self._engine.dialect.writes_in_one_statement:  # PostgreSQL: three arrays
-            statement = self._sql.read_versions(len(wanted))
-            types, ids, versions = (list(column) for column in zip(*wanted, strict=True))
-            rows = await self._engine.fetch_all(
-                statement, statement.bind(types=types, ids=ids, versions=versions)
-            )
-        else:
-            for start in range(0, len(wanted), VERSIONS_PER_READ):
-                chunk = wanted[start : start + VERSIONS_PER_READ]
-                padded = chunk + [chunk[-1]] * (filter_size(len(chunk)) - len(chunk))
-                statement = self._sql.read_versions(len(padded))
-                args: dict[str, object] = {}
-                for i, (type_, id, version) in enumerate(padded):
-                    args |= {f"type{i}": type_, f"id{i}": id, f"version{i}": version}
-                rows += await self._engine.fetch_all(statement, statement.bind(**args))
         found: dict[VersionKey, StoredResource] = {}
-        for row in rows:
-            stored = to_stored(row)
-            found[(stored.resource_type, stored.id, stored.version_id)] = stored
+        if wanted:
+            statement, args = self._sql.read_versions(wanted)
+            for row in await self._engine.fetch_all(statement, args):
+                stored = to_stored(row)
+                found[(stored.resource_type, stored.id, stored.version_id)] = stored
         return [found.get(key) for key in keys]
 
     async def history(self, query: HistoryQuery) -> HistoryPage:

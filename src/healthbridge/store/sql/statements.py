@@ -7,7 +7,11 @@ feed, and the version writes of :mod:`.writes`.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, or_, select
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, select
 
 from healthbridge.store.sql.bulk_writes import BulkCreates
 from healthbridge.store.sql.compiled import (
@@ -25,15 +29,27 @@ from healthbridge.store.sql.writes import VersionWrites
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"  # Alembic's own table
 
 
+_VERSION_OF_KEY = (
+    " JOIN resource_history h ON h.type = k.type AND h.id = k.id AND h.version_id = k.v"
+)
+_SELECT_VERSIONS = "SELECT " + ", ".join(f"h.{name}" for name in VERSION_COLUMNS)
 _PG_READ_VERSIONS = Statement(
-    "SELECT "
-    + ", ".join(f"h.{name}" for name in VERSION_COLUMNS)
-    + " FROM unnest($1::text[], $2::text[], $3::int[]) AS k(type, id, version_id)"
-    " JOIN resource_history h"
-    " ON h.type = k.type AND h.id = k.id AND h.version_id = k.version_id",
+    _SELECT_VERSIONS
+    + " FROM unnest($1::text[], $2::text[], $3::int[]) AS k(type, id, v)"
+    + _VERSION_OF_KEY,
     ("types", "ids", "versions"),
     {},
 )
+_SQLITE_READ_VERSIONS = Statement(
+    _SELECT_VERSIONS
+    + " FROM (SELECT value ->> 0 AS type, value ->> 1 AS id, value ->> 2 AS v FROM json_each(?)) k"
+    + _VERSION_OF_KEY,
+    ("keys",),
+    {},
+)
+"""Versions by (type, id, version id), one statement whatever their number, each found by the
+primary key: PostgreSQL over three arrays (a WHERE of a few hundred ORs took 160-700 ms to plan
+and run under load), SQLite over one JSON array (https://sqlite.org/json1.html#jeach)."""
 
 
 class Statements:
@@ -55,7 +71,6 @@ class Statements:
             ),
             dialect,
         )
-        self._read_versions: dict[int, Statement] = {}
         self.outbox_since = c(
             select(*(outbox.c[name] for name in OUTBOX_COLUMNS))
             .where(outbox.c.seq > bindparam("after"))
@@ -70,25 +85,9 @@ class Statements:
         key = ("type", "id")
         assert self.read_current.names == self.current.names == self.lock_current.names == key
 
-    def read_versions(self, count: int) -> Statement:
-        """Versions of ``resource_history``, each found by its primary key. PostgreSQL: one
-        statement whatever the count, over three arrays (``:types``, ``:ids``, ``:versions``):
-        a WHERE of a few hundred ORs took 160-700 ms to plan and run under load. SQLite:
-        ``(:type0, :id0, :version0)``... ORed (one statement per count: callers pad to a power
-        of two)."""
+    def read_versions(self, keys: Sequence[tuple[str, str, int]]) -> tuple[Statement, Any]:
+        """The statement and arguments reading the versions ``keys`` (type, id, version id)."""
         if self.dialect.writes_in_one_statement:
-            return _PG_READ_VERSIONS
-        statement = self._read_versions.get(count)
-        if statement is None:
-            h = resource_history.c
-            wanted = [
-                and_(
-                    h.type == bindparam(f"type{i}"),
-                    h.id == bindparam(f"id{i}"),
-                    h.version_id == bindparam(f"version{i}"),
-                )
-                for i in range(count)
-            ]
-            query = select_versions(resource_history).where(or_(*wanted))
-            statement = self._read_versions[count] = compile_statement(query, self.dialect)
-        return statement
+            types, ids, versions = (list(column) for column in zip(*keys, strict=True))
+            return _PG_READ_VERSIONS, (types, ids, versions)
+        return _SQLITE_READ_VERSIONS, (json.dumps(list(keys)),)

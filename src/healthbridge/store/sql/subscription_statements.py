@@ -7,6 +7,7 @@ Event numbers and delivery follow https://hl7.org/fhir/uv/subscriptions-backport
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -56,6 +57,11 @@ def head_attempt() -> ScalarSelect[Any]:
     )
 
 
+def filter_size(count: int) -> int:
+    """The length a claim filter of ``count`` ids is padded to: the next power of two."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
 def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
     return [bindparam(f"{prefix}{i}") for i in range(count)]
 
@@ -64,13 +70,13 @@ def _unleased() -> ColumnElement[bool]:
     return or_(_d.lease_until.is_(None), _d.lease_until <= bindparam("now"))
 
 
-def _settle(dialect: Dialect, *, success: bool) -> Statement:
-    """The subscription after its head was delivered (or failed, or was given up on); returns
-    its next attempt."""
+def _settle(dialect: Dialect, *, success: bool | None) -> Statement:
+    """The subscription after its head was delivered (or failed, or was given up on; None:
+    handed back, only the next attempt moves); returns its next attempt."""
     values: dict[str, Any] = {"next_attempt": head_attempt()}
     if success:
         values.update(failures=0, last_delivered=bindparam("number"))
-    else:
+    elif success is not None:
         values.update(failures=_s.failures + 1)
     query = update(subscription_state).where(_s.subscription_id == bindparam("sub"))
     return compile_statement(query.values(values).returning(_s.next_attempt), dialect)
@@ -85,15 +91,13 @@ def _finish(dialect: Dialect, **values: Any) -> Statement:
 
 
 def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> Statement:
-    """:func:`_finish` and :func:`_settle` (``success`` None: only the next attempt) in ONE
-    statement, for
-    dialects whose INSERT/UPDATE ... RETURNING may sit in WITH (PostgreSQL): one round trip
-    instead of five (BEGIN, three statements, COMMIT). Same order of locks as step by step: the
-    subscription's row (FOR UPDATE), then the delivery. A data-modifying CTE's changes are not
-    seen by the rest of its statement, so the new ``next_attempt`` is worked out over the
-    snapshot's pending events other than ``:id`` plus the changed delivery as RETURNING gives it
-    (if still pending). Returns the new ``next_attempt``; no row when ``:owner`` does not hold
-    ``:id``."""
+    """The delivery's change and the subscription's settle in ONE statement, for dialects whose
+    INSERT/UPDATE ... RETURNING may sit in WITH (PostgreSQL): one round trip instead of five
+    (BEGIN, three statements, COMMIT). Same order of locks as step by step: the subscription's
+    row (FOR UPDATE), then the delivery. A data-modifying CTE's changes are not seen by the rest
+    of its statement, so the new ``next_attempt`` is worked out over the snapshot's pending
+    events other than ``:id`` plus the changed delivery as RETURNING gives it (if still
+    pending). Returns the new ``next_attempt``; no row when ``:owner`` does not hold ``:id``."""
     delivery_sub = select(_d.subscription_id).where(_d.id == bindparam("id")).scalar_subquery()
     locked = (
         select(_s.subscription_id)
@@ -145,6 +149,26 @@ def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> St
         .returning(_s.next_attempt)
     )
     return compile_statement(query, dialect)
+
+
+@dataclass(frozen=True, slots=True)
+class Finishing:
+    """One way of settling a leased delivery (delivered, retry, dead, released): the delivery's
+    ``change`` then the subscription's ``settle`` in a transaction, or both ``at_once`` where
+    the dialect can (None elsewhere)."""
+
+    change: Statement
+    settle: Statement
+    at_once: Statement | None
+
+
+def _finishing(dialect: Dialect, success: bool | None, **values: Any) -> Finishing:
+    one = dialect.writes_in_one_statement
+    return Finishing(
+        _finish(dialect, **values),
+        _settle(dialect, success=success),
+        _finish_at_once(dialect, success, **values) if one else None,
+    )
 
 
 class SubscriptionStatements:
@@ -209,36 +233,11 @@ class SubscriptionStatements:
 
     def _finishing(self) -> None:
         d = self.dialect
-        self.done = _finish(d, state="delivered", delivered=bindparam("now"))
-        self.retry = _finish(
-            d, attempts=_d.attempts + 1, due=bindparam("due"), error=bindparam("error")
-        )
-        self.dead = _finish(d, state="dead", attempts=_d.attempts + 1, error=bindparam("error"))
-        self.settle_delivered = _settle(d, success=True)
-        self.settle_failed = _settle(d, success=False)
-        self.release = _finish(d)
-        self.settle_released = compile_statement(
-            update(subscription_state)
-            .where(_s.subscription_id == bindparam("sub"))
-            .values(next_attempt=head_attempt())
-            .returning(_s.next_attempt),
-            d,
-        )
-        self.done_at_once: Statement | None = None
-        self.retry_at_once: Statement | None = None
-        self.dead_at_once: Statement | None = None
-        self.release_at_once: Statement | None = None
-        if d.writes_in_one_statement:
-            self.done_at_once = _finish_at_once(
-                d, True, state="delivered", delivered=bindparam("now")
-            )
-            self.retry_at_once = _finish_at_once(
-                d, False, attempts=_d.attempts + 1, due=bindparam("due"), error=bindparam("error")
-            )
-            self.dead_at_once = _finish_at_once(
-                d, False, state="dead", attempts=_d.attempts + 1, error=bindparam("error")
-            )
-            self.release_at_once = _finish_at_once(d, None)
+        failed = {"attempts": _d.attempts + 1, "error": bindparam("error")}
+        self.done = _finishing(d, True, state="delivered", delivered=bindparam("now"))
+        self.retry = _finishing(d, False, due=bindparam("due"), **failed)
+        self.dead = _finishing(d, False, state="dead", **failed)
+        self.release = _finishing(d, None)
 
     def _administering(self) -> None:
         c = compile_statement

@@ -27,12 +27,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from healthbridge.store.instants import Clock, from_micros, to_micros
-from healthbridge.store.sql.compiled import Statement, filter_size
 from healthbridge.store.sql.engine import Engine, Row, Session
 from healthbridge.store.sql.subscription_statements import (
     DELIVERY_COLUMNS,
     STATE_COLUMNS,
+    Finishing,
     SubscriptionStatements,
+    filter_size,
 )
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
@@ -223,20 +224,13 @@ class SqlSubscriptions:
         leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
         return sorted(leased, key=lambda d: (d.due, d.id))
 
-    async def _finish(
-        self,
-        id: int,
-        owner: str,
-        change: Statement,
-        settle: Statement,
-        at_once: Statement | None,
-        **values: Any,
-    ) -> Settled:
+    async def _finish(self, id: int, owner: str, how: Finishing, **values: Any) -> Settled:
         """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters: in
-        one statement where the dialect can (``at_once``), else step by step in a transaction
-        (on SQLite, one hop to the writer thread all the same)."""
+        one statement where the dialect can, else step by step in a transaction (on SQLite,
+        one hop to the writer thread all the same)."""
         sql = self._sql
         now = self._now()
+        at_once = how.at_once
         if at_once is not None:
             args = at_once.bind(id=id, owner=owner, now=now, **values)
 
@@ -250,38 +244,27 @@ class SqlSubscriptions:
             locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
             if locked is None:
                 return NOT_HELD
-            args = change.bind(id=id, owner=owner, now=now, **values)
-            row = await session.fetch_one(change, args)
+            change = how.change.bind(id=id, owner=owner, now=now, **values)
+            row = await session.fetch_one(how.change, change)
             if row is None:
                 return NOT_HELD
-            settled = await session.fetch_one(
-                settle, settle.bind(sub=locked[0], number=row[0], now=now)
-            )
+            settle = how.settle.bind(sub=locked[0], number=row[0], now=now)
+            settled = await session.fetch_one(how.settle, settle)
             return Settled(True, _instant(settled[0]) if settled is not None else None)
 
         return await self._engine.write_all(work)
 
     async def delivered(self, id: int, owner: str) -> Settled:
-        sql = self._sql
-        return await self._finish(id, owner, sql.done, sql.settle_delivered, sql.done_at_once)
+        return await self._finish(id, owner, self._sql.done)
 
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
-        sql = self._sql
-        due = to_micros(retry_at)
-        settle = sql.settle_failed
-        return await self._finish(
-            id, owner, sql.retry, settle, sql.retry_at_once, error=error, due=due
-        )
+        return await self._finish(id, owner, self._sql.retry, error=error, due=to_micros(retry_at))
 
     async def dead_letter(self, id: int, owner: str, error: str) -> Settled:
-        sql = self._sql
-        return await self._finish(
-            id, owner, sql.dead, sql.settle_failed, sql.dead_at_once, error=error
-        )
+        return await self._finish(id, owner, self._sql.dead, error=error)
 
     async def release(self, id: int, owner: str) -> Settled:
-        sql = self._sql
-        return await self._finish(id, owner, sql.release, sql.settle_released, sql.release_at_once)
+        return await self._finish(id, owner, self._sql.release)
 
     async def set_status(
         self, subscription_id: str, status: SubscriptionStatus, error: str | None = None
