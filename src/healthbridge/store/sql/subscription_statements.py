@@ -24,6 +24,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -183,6 +184,7 @@ class SubscriptionStatements:
         self._replaying()
         self._heads: dict[int, Statement] = {}
         self._ready: dict[tuple[int | None, int], Statement] = {}
+        self._claim: dict[tuple[int | None, int], Statement] = {}
         self._lease: dict[int, Statement] = {}
         self._hold: dict[int, Statement] = {}
 
@@ -352,6 +354,68 @@ class SubscriptionStatements:
                 query = query.where(_s.subscription_id.not_in(_binds("skip", skip)))
             statement = self._ready[(only, skip)] = compile_statement(query, self.dialect)
         return statement
+
+    def claim_at_once(self, only: int | None, skip: int) -> Statement | None:
+        """The whole claim in ONE statement where the dialect can (PostgreSQL; None
+        elsewhere): :meth:`ready`, each ready subscription's claimable head, the heads leased
+        to ``:owner`` until ``:until`` and their subscriptions held as long; one round trip
+        instead of six (BEGIN, ready, heads, lease, hold, COMMIT). Same order of locks as step
+        by step: the subscriptions' rows (``FOR UPDATE SKIP LOCKED``), then their heads.
+        Returns the leased deliveries' columns (as before the lease) and their
+        subscription's ``events_since_start``."""
+        if not self.dialect.writes_in_one_statement:
+            return None
+        statement = self._claim.get((only, skip))
+        if statement is None:
+            query = self._claim_query(only, skip)
+            statement = self._claim[(only, skip)] = compile_statement(query, self.dialect)
+        return statement
+
+    def _claim_query(self, only: int | None, skip: int) -> Any:
+        ready = (
+            select(_s.subscription_id, _s.events_since_start)
+            .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
+            .order_by(_s.next_attempt)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+        if only is not None:
+            ready = ready.where(_s.subscription_id.in_(_binds("only", only)))
+        if skip:
+            ready = ready.where(_s.subscription_id.not_in(_binds("skip", skip)))
+        ready_cte = ready.cte("ready")
+        head = (  # one descent of the (subscription_id, state, event_number) index each
+            select(_d.id, _d.due, _d.lease_until)
+            .where(_d.subscription_id == ready_cte.c.subscription_id, _d.state == "pending")
+            .order_by(_d.event_number)
+            .limit(1)
+            .lateral("head")
+        )
+        heads = (
+            select(head.c.id, ready_cte.c.subscription_id, ready_cte.c.events_since_start)
+            .select_from(ready_cte.join(head, true()))
+            .where(
+                head.c.due <= bindparam("now"),
+                or_(head.c.lease_until.is_(None), head.c.lease_until <= bindparam("now")),
+            )
+            .cte("heads")
+        )
+        leased = (  # the head's conditions again: PostgreSQL re-checks them on the row as
+            # it is now, should a settle have committed since the statement's snapshot
+            update(subscription_delivery)
+            .where(_d.id == heads.c.id, _d.state == "pending", _d.due <= bindparam("now"))
+            .where(_unleased())
+            .values(owner=bindparam("owner"), lease_until=bindparam("until"))
+            .returning(*subscription_delivery.columns, heads.c.events_since_start)
+            .cte("leased")
+        )
+        held = (
+            update(subscription_state)
+            .where(_s.subscription_id == leased.c.subscription_id)
+            .values(next_attempt=bindparam("until"))
+        )
+        columns = [leased.c[name] for name in DELIVERY_COLUMNS]
+        return held.returning(*columns, leased.c.events_since_start)
 
     def heads(self, count: int) -> Statement:
         """The claimable lowest pending delivery of each of subscriptions ``:sub0``..."""

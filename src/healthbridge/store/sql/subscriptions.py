@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from healthbridge.store.instants import Clock, from_micros, to_micros
-from healthbridge.store.sql.engine import Engine, Row, Session
+from healthbridge.store.sql.compiled import Statement
+from healthbridge.store.sql.engine import Engine, Row, Session, Work
 from healthbridge.store.sql.subscription_statements import (
     DELIVERY_COLUMNS,
     STATE_COLUMNS,
@@ -192,15 +193,34 @@ class SqlSubscriptions:
             return []
         at = to_micros(now)
         until = to_micros(now + timedelta(seconds=lease_s))
-        sql = self._sql
         only_ids = _padded("only", only) if only is not None else None
         skip_ids = _padded("skip", skip) if skip else {}
-        ready_of = sql.ready(None if only_ids is None else len(only_ids), len(skip_ids))
-        filters = {**(only_ids or {}), **skip_ids}
+        shape = (None if only_ids is None else len(only_ids), len(skip_ids))
+        args = {"now": at, "limit": limit, "owner": owner, "until": until}
+        args |= {**(only_ids or {}), **skip_ids}
+        at_once = self._sql.claim_at_once(*shape)
+        if at_once is not None:
+            found = await self._engine.write_one(_fetch_all(at_once, at_once.bind(**args)))
+            rows = [row[:-1] for row in found]
+            numbered = {str(row[1]): int(row[-1]) for row in found}
+        else:
+            rows, numbered = await self._engine.write_all(self._claim_steps(shape, args))
+        lease_end = from_micros(until)
+        leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
+        return sorted(leased, key=lambda d: (d.due, d.id))
+
+    def _claim_steps(
+        self, shape: tuple[int | None, int], args: dict[str, Any]
+    ) -> Work[tuple[list[Row], dict[str, int]]]:
+        """The claim statement by statement in a transaction (SQLite): the ready
+        subscriptions, their heads, then the lease and the hold. Returns the heads' rows and
+        each ready subscription's ``events_since_start``."""
+        sql = self._sql
+        ready_of = sql.ready(*shape)
+        at, until = args["now"], args["until"]
 
         async def work(session: Session) -> tuple[list[Row], dict[str, int]]:
-            args = ready_of.bind(now=at, limit=limit, **filters)
-            ready = await session.fetch_all(ready_of, args)
+            ready = await session.fetch_all(ready_of, ready_of.bind(**args))
             if not ready:
                 return [], {}
             subs = {f"sub{i}": row[0] for i, row in enumerate(ready)}
@@ -213,16 +233,13 @@ class SqlSubscriptions:
             lease, hold = sql.lease(len(ids)), sql.hold(len(held))
             await session.execute(
                 [
-                    (lease, lease.bind(owner=owner, until=until, **ids)),
+                    (lease, lease.bind(owner=args["owner"], until=until, **ids)),
                     (hold, hold.bind(until=until, **held)),
                 ]
             )
             return heads, {str(row[0]): int(row[1]) for row in ready}
 
-        rows, numbered = await self._engine.write_all(work)
-        lease_end = from_micros(until)
-        leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
-        return sorted(leased, key=lambda d: (d.due, d.id))
+        return work
 
     async def _finish(self, id: int, owner: str, how: Finishing, **values: Any) -> Settled:
         """Change delivery ``id`` if ``owner`` holds it, then its subscription's counters: in
@@ -323,6 +340,13 @@ class SqlSubscriptions:
             return len(await session.fetch_all(statement, args))
 
         return await self._engine.write_all(work)
+
+
+def _fetch_all(statement: Statement, args: tuple[Any, ...]) -> Work[list[Row]]:
+    async def one(session: Session) -> list[Row]:
+        return await session.fetch_all(statement, args)
+
+    return one
 
 
 def _padded(prefix: str, ids: Collection[str]) -> dict[str, str]:
