@@ -336,6 +336,32 @@ async def test_elements_with_restricted_inline_labels_are_removed_without_cleara
     assert b"hidden remark" in (await service.read("Observation", "a-notes")).content
 
 
+async def test_a_version_already_read_is_shown_as_a_vread_would_show_it(
+    service: FhirService,
+) -> None:
+    """AccessPolicy.shown (the subscription worker, whose claim read the focus): the version
+    redacted as the token's vread returns it, None where that vread answers 404."""
+    label = {
+        "url": "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/"
+        "extension-inline-sec-label",
+        "valueCoding": {"system": CONFIDENTIALITY, "code": "R"},
+    }
+    note = [{"text": "ordinary"}, {"text": "hidden remark", "extension": [label]}]
+    body = _observation("a", "laboratory", "5-5", id="a-noted", note=note)
+    await service.update("Observation", "a-noted", body, None)
+    policy = AccessPolicy(service.search)
+    a = AccessContext(parse_scopes("patient/*.rs"), patient="a")
+    b = AccessContext(parse_scopes("patient/*.rs"), patient="b")
+    read = await service.repository.vread("Observation", "a-noted", 1)
+    shown = await policy.shown(a, read)
+    vread = await policy.wrap(service.unrestricted, a).vread("Observation", "a-noted", 1)
+    assert shown is not None and shown.content == vread.content
+    assert b"hidden remark" not in shown.content
+    assert await policy.shown(b, read) is None
+    with pytest.raises(NotFound):
+        await policy.wrap(service.unrestricted, b).vread("Observation", "a-noted", 1)
+
+
 async def test_a_search_by_the_patient_itself_is_answered_the_same(service: FhirService) -> None:
     """``Observation?patient=a`` needs no added compartment; ``patient=b`` or a chain through
     another reference still stays inside a's compartment."""

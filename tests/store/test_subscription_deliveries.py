@@ -114,6 +114,34 @@ async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock:
     assert last and last.next_attempt is None and not last.due(clock.now)  # nothing pending
 
 
+async def test_a_claim_may_carry_the_focus_version(
+    repo: Repository, clock: FakeClock, backend: str
+) -> None:
+    """PostgreSQL's claim reads each delivery's focus version with it (the worker need not read
+    it again): exactly the stored version; none for a version that is not stored. Elsewhere the
+    worker reads it (``focus`` None)."""
+    first = await repo.create("Patient", {"resourceType": "Patient", "active": True}, id="p1")
+    await repo.update("Patient", "p1", {"resourceType": "Patient", "id": "p1", "active": False})
+    older = NewEvent("a", 1, "Patient", "p1", 1, {})
+    missing = NewEvent("b", 2, "Patient", "p1", 9, {})
+    await queue_and_activate(repo, [older, missing], "a", "b")
+    claimed = {
+        d.event.subscription_id: d for d in await repo.subscriptions.claim(clock.now, 9, 30, "w")
+    }
+    assert sorted(claimed) == ["a", "b"]
+    assert claimed["b"].focus is None
+    read = claimed["a"].focus
+    if backend == "postgresql":
+        assert read is not None
+    if read is not None:
+        assert (read.version_id, read.content) == (1, first.content)
+
+
+async def queue_and_activate(repo: Repository, events: list[NewEvent], *subs: str) -> None:
+    await repo.subscriptions.enqueue(Batch(D, max(e.outbox_seq for e in events), events))
+    await activate(repo, *subs)
+
+
 async def test_claim_limit(repo: Repository, clock: FakeClock) -> None:
     queue = repo.subscriptions
     subs = [f"s{i}" for i in range(5)]

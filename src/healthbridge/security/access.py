@@ -187,14 +187,29 @@ class AccessPolicy:
         """Would ``access`` be shown ``stored`` (a version already read) by a vread? The checks
         of :meth:`wrap`'s vread without reading it again (the subscription dispatcher holds
         every version it matches)."""
+        return await self._visible(access, stored) is not None
+
+    async def shown(self, access: AccessContext, stored: StoredResource) -> StoredResource | None:
+        """``stored`` (a version already read) as :meth:`wrap`'s vread would return it to
+        ``access`` (redacted), or None where that vread answers 404 (the subscription delivery
+        worker gets the focus version with its claim)."""
+        checks = await self._visible(access, stored)
+        if checks is None:
+            return None
+        return stored if isinstance(checks, bool) else checks.redact(stored)
+
+    async def _visible(
+        self, access: AccessContext, stored: StoredResource
+    ) -> _Checks | bool | None:
+        """The checks that let ``access`` see ``stored`` (True: unrestricted), or None."""
         if access.unrestricted:
             return True
         checks = _Checks(access, self)
         try:
             decision = checks.allow(stored.resource_type, "vread")
         except FhirError:
-            return False
-        return await checks.visible(decision, stored)
+            return None
+        return checks if await checks.visible(decision, stored) else None
 
 
 def _prune(node: object, hidden: frozenset[tuple[str, str]]) -> bool:

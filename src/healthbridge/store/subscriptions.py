@@ -39,7 +39,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from healthbridge.store.repository import StoredResource
 
 SubscriptionStatus = Literal["requested", "active", "error", "off"]
 """https://hl7.org/fhir/R4/valueset-subscription-status.html"""
@@ -133,6 +136,9 @@ class Delivery:
     events_since_start: int | None = None
     """The subscription's ``eventsSinceSubscriptionStart`` when this delivery was claimed
     (None outside a claim)."""
+    focus: StoredResource | None = None
+    """The focus version as the claim read it, where the queue reads it with the claim (one
+    round trip less per notification); None: not read (the worker reads it)."""
 
 
 @dataclass(frozen=True, slots=True)

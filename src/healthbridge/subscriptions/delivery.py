@@ -44,7 +44,7 @@ from healthbridge.infra.logging import get_logger
 from healthbridge.infra.tasks import forever, wait_for_event
 from healthbridge.security.access import AccessPolicy
 from healthbridge.security.context import NeverRevoked, Revocations
-from healthbridge.store.repository import Repository
+from healthbridge.store.repository import Repository, StoredResource
 from healthbridge.store.subscriptions import (
     MAX_CLAIM_FILTER,
     Delivery,
@@ -186,7 +186,7 @@ class DeliveryWorker:
         if await withdrawn(self.revocations, self.queue, live):
             await self.queue.dead_letter(delivery.id, owner, REVOKED)
             return None
-        found = await self.event(live, delivery.event)
+        found = await self.event(live, delivery.event, delivery.focus)
         if found is None:
             await self.queue.dead_letter(
                 delivery.id, owner, "the subscription's owner may no longer read the focus"
@@ -271,19 +271,27 @@ class DeliveryWorker:
         )
 
     async def event(
-        self, live: Live, recorded: SubscriptionEvent
+        self, live: Live, recorded: SubscriptionEvent, claimed: StoredResource | None = None
     ) -> tuple[Event, tuple[bytes, ...]] | None:
         """The notification event, with the resources of the topic's notification shape
         (:mod:`.shapes`), and what it discloses (the focus, and the shape's resources in a
-        full-resource payload), all read as the owner may (None: it may not read the focus)."""
+        full-resource payload), all read as the owner may (None: it may not read the focus).
+        ``claimed``: the focus version when the claim read it (checked as a vread would be)."""
         interaction = recorded.extra.get("interaction", "update")
-        scoped = self.policy.wrap(self.repository, live.owner.access())
-        try:
-            stored = await scoped.vread(
-                recorded.focus_type, recorded.focus_id, recorded.focus_version
-            )
-        except FhirError:
-            return None
+        access = live.owner.access()
+        scoped = self.policy.wrap(self.repository, access)
+        if claimed is not None and not claimed.deleted:  # (a vread of a delete answers 410)
+            visible = await self.policy.shown(access, claimed)
+            if visible is None:
+                return None
+            stored = visible
+        else:
+            try:
+                stored = await scoped.vread(
+                    recorded.focus_type, recorded.focus_id, recorded.focus_version
+                )
+            except FhirError:
+                return None
         payload = live.subscription.content
         focus = (
             jsonformat.loads(stored.content)

@@ -29,9 +29,10 @@ from sqlalchemy import (
     update,
 )
 
-from healthbridge.store.sql.compiled import Statement, compile_statement
+from healthbridge.store.sql.compiled import VERSION_COLUMNS, Statement, compile_statement
 from healthbridge.store.sql.dialects import Dialect, upsert_insert
 from healthbridge.store.sql.tables import (
+    resource_history,
     subscription_cursor,
     subscription_delivery,
     subscription_state,
@@ -361,8 +362,8 @@ class SubscriptionStatements:
         to ``:owner`` until ``:until`` and their subscriptions held as long; one round trip
         instead of six (BEGIN, ready, heads, lease, hold, COMMIT). Same order of locks as step
         by step: the subscriptions' rows (``FOR UPDATE SKIP LOCKED``), then their heads.
-        Returns the leased deliveries' columns (as before the lease) and their
-        subscription's ``events_since_start``."""
+        Returns the leased deliveries' columns, their subscription's ``events_since_start``
+        and their focus version's :data:`VERSION_COLUMNS` (NULLs when it is not stored)."""
         if not self.dialect.writes_in_one_statement:
             return None
         statement = self._claim.get((only, skip))
@@ -409,13 +410,27 @@ class SubscriptionStatements:
             .returning(*subscription_delivery.columns, heads.c.events_since_start)
             .cte("leased")
         )
+        h = resource_history.c
+        focus = (  # the focus version, read with the claim rather than after it
+            select(leased, *(h[name] for name in VERSION_COLUMNS))
+            .select_from(
+                leased.outerjoin(
+                    resource_history,
+                    and_(
+                        h.type == leased.c.focus_type,
+                        h.id == leased.c.focus_id,
+                        h.version_id == leased.c.focus_version,
+                    ),
+                )
+            )
+            .cte("focus")
+        )
         held = (
             update(subscription_state)
-            .where(_s.subscription_id == leased.c.subscription_id)
+            .where(_s.subscription_id == focus.c.subscription_id)
             .values(next_attempt=bindparam("until"))
         )
-        columns = [leased.c[name] for name in DELIVERY_COLUMNS]
-        return held.returning(*columns, leased.c.events_since_start)
+        return held.returning(*focus.c)
 
     def heads(self, count: int) -> Statement:
         """The claimable lowest pending delivery of each of subscriptions ``:sub0``..."""

@@ -36,6 +36,7 @@ from healthbridge.store.sql.subscription_statements import (
     SubscriptionStatements,
     filter_size,
 )
+from healthbridge.store.sql.transaction import to_stored
 from healthbridge.store.subscriptions import (
     LAST_EVENT,
     NOT_HELD,
@@ -201,12 +202,11 @@ class SqlSubscriptions:
         at_once = self._sql.claim_at_once(*shape)
         if at_once is not None:
             found = await self._engine.write_one(_fetch_all(at_once, at_once.bind(**args)))
-            rows = [row[:-1] for row in found]
-            numbered = {str(row[1]): int(row[-1]) for row in found}
+            leased = [_claimed(row) for row in found]
         else:
             rows, numbered = await self._engine.write_all(self._claim_steps(shape, args))
-        lease_end = from_micros(until)
-        leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
+            lease_end = from_micros(until)
+            leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
         return sorted(leased, key=lambda d: (d.due, d.id))
 
     def _claim_steps(
@@ -354,6 +354,17 @@ def _padded(prefix: str, ids: Collection[str]) -> dict[str, str]:
     unique = sorted(set(ids))
     size = filter_size(len(unique))
     return {f"{prefix}{i}": unique[min(i, len(unique) - 1)] for i in range(size)}
+
+
+_SINCE = len(DELIVERY_COLUMNS)
+
+
+def _claimed(row: Row) -> Delivery:
+    """A delivery as the one-statement claim returns it: leased, with its subscription's
+    event count and its focus version (when stored)."""
+    focus = row[_SINCE + 1 :]
+    found = None if focus[0] is None else to_stored(focus)
+    return replace(_delivery(row[:_SINCE]), events_since_start=int(row[_SINCE]), focus=found)
 
 
 def _leased(delivery: Delivery, owner: str, until: datetime, numbered: dict[str, int]) -> Delivery:
