@@ -14,6 +14,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     ScalarSelect,
+    Select,
     and_,
     bindparam,
     case,
@@ -66,6 +67,22 @@ def filter_size(count: int) -> int:
 
 def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
     return [bindparam(f"{prefix}{i}") for i in range(count)]
+
+
+def _ready_query(only: int | None, skip: int) -> Select[Any]:
+    """See :meth:`SubscriptionStatements.ready`."""
+    query = (
+        select(_s.subscription_id, _s.events_since_start)
+        .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
+        .order_by(_s.next_attempt)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    if only is not None:
+        query = query.where(_s.subscription_id.in_(_binds("only", only)))
+    if skip:
+        query = query.where(_s.subscription_id.not_in(_binds("skip", skip)))
+    return query
 
 
 def _unleased() -> ColumnElement[bool]:
@@ -342,17 +359,7 @@ class SubscriptionStatements:
         repeats so that few shapes are compiled)."""
         statement = self._ready.get((only, skip))
         if statement is None:
-            query = (
-                select(_s.subscription_id, _s.events_since_start)
-                .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
-                .order_by(_s.next_attempt)
-                .limit(bindparam("limit"))
-                .with_for_update(skip_locked=True)
-            )
-            if only is not None:
-                query = query.where(_s.subscription_id.in_(_binds("only", only)))
-            if skip:
-                query = query.where(_s.subscription_id.not_in(_binds("skip", skip)))
+            query = _ready_query(only, skip)
             statement = self._ready[(only, skip)] = compile_statement(query, self.dialect)
         return statement
 
@@ -373,18 +380,7 @@ class SubscriptionStatements:
         return statement
 
     def _claim_query(self, only: int | None, skip: int) -> Any:
-        ready = (
-            select(_s.subscription_id, _s.events_since_start)
-            .where(_s.status == "active", _s.next_attempt <= bindparam("now"))
-            .order_by(_s.next_attempt)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
-        )
-        if only is not None:
-            ready = ready.where(_s.subscription_id.in_(_binds("only", only)))
-        if skip:
-            ready = ready.where(_s.subscription_id.not_in(_binds("skip", skip)))
-        ready_cte = ready.cte("ready")
+        ready_cte = _ready_query(only, skip).cte("ready")
         head = (  # one descent of the (subscription_id, state, event_number) index each
             select(_d.id, _d.due, _d.lease_until)
             .where(_d.subscription_id == ready_cte.c.subscription_id, _d.state == "pending")
