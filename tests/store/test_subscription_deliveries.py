@@ -13,13 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from healthbridge.fhir.errors import InvalidRequest
+from healthbridge.store.instants import to_micros
 from healthbridge.store.repository import Repository
 from healthbridge.store.sql import open_repository
 from healthbridge.store.subscriptions import MAX_CLAIM_FILTER as MAX
 from healthbridge.store.subscriptions import Batch, NewEvent
+from tests.support import databases
 from tests.support.clock import FakeClock
 
 D = "dispatcher"
@@ -484,3 +487,56 @@ async def test_concurrent_workers_deliver_each_event_once_in_order(sql_url: str)
         await queue.enqueue(Batch(D, 8, events))
         await asyncio.gather(*(work(r, f"worker{i}") for i, r in enumerate(repos)))
     assert delivered == {sub: list(range(1, 9)) for sub in subs}
+
+
+async def test_a_settle_that_waited_for_an_enqueue_leaves_its_event_claimable(
+    postgres_database: databases.PostgresDatabase,
+) -> None:
+    """PostgreSQL's one-statement settle takes its snapshot before it locks the subscription.
+    When it waited for an enqueue of the same subscription (its row locked while event 2 was
+    numbered and queued), its snapshot holds no event 2: the next attempt must not be cleared
+    for that, or event 2 would wait for ever (until a later event came)."""
+    url = postgres_database.require()
+    await databases.empty_postgres(url)
+    async with repositories(url, 1) as (repo,):
+        queue = repo.subscriptions
+        await queue.enqueue(Batch(D, 1, [event("a", 1)]))
+        await activate(repo, "a")
+        [first] = await queue.claim(datetime.now(UTC), 10, 30, "w")
+        enqueuer = await asyncpg.connect(url)
+        try:
+            async with enqueuer.transaction():  # the enqueue of event 2, as the queue does it
+                await enqueuer.execute(
+                    "UPDATE subscription_state SET events_since_start = events_since_start + 1"
+                    " WHERE subscription_id = 'a'"
+                )
+                now = to_micros(datetime.now(UTC))
+                await enqueuer.execute(
+                    "INSERT INTO subscription_delivery (subscription_id, event_number,"
+                    " outbox_seq, focus_type, focus_id, focus_version, extra, recorded, state,"
+                    " attempts, due) VALUES ('a', 2, 2, 'Patient', 'p1', 1, '{}', $1,"
+                    " 'pending', 0, $1)",
+                    now,
+                )
+                settle = asyncio.create_task(queue.delivered(first.id, "w"))
+                await waiting_for_a_lock(enqueuer)
+        finally:
+            await enqueuer.close()
+        assert await settle
+        state = await queue.status("a")
+        assert state is not None and state.next_attempt is not None
+        claimed = await queue.claim(datetime.now(UTC), 10, 30, "w")
+        assert [d.event.number for d in claimed] == [2]
+
+
+async def waiting_for_a_lock(connection: asyncpg.Connection) -> None:
+    """Until another session of this database waits for a lock (the settle, on our row)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        if await connection.fetchval(query):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the settle never waited for the enqueue's lock")

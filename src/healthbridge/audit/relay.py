@@ -35,7 +35,6 @@ from healthbridge.audit.patients import PatientFinder
 from healthbridge.fhir.errors import FhirError
 from healthbridge.infra.logging import get_logger
 from healthbridge.infra.tasks import stopping
-from healthbridge.store.audit import AuditEntry
 from healthbridge.store.jobs import STALE_AFTER, Job
 from healthbridge.store.repository import OutboxEvent, Repository
 
@@ -68,6 +67,11 @@ class RelayState:
                 break
             self.cursor = following
         return abandoned
+
+
+def _described(event: OutboxEvent) -> int:
+    """The version whose patients an event's audit entry names: a delete's, the one before."""
+    return event.version_id - 1 if event.method == "delete" else event.version_id
 
 
 class OutboxRelay:
@@ -167,7 +171,11 @@ class OutboxRelay:
         events += await self._filled_gaps()
         fresh = [e for e in events if e.seq > state.cursor and e.seq not in state.done]
         if fresh:
-            entries = [await self._entry(event) for event in fresh]
+            patients = await self._patients(fresh)
+            entries = [
+                change_entry(event, found, self._source)
+                for event, found in zip(fresh, patients, strict=True)
+            ]
             await self._repository.audit.append(entries, self._key)
             self.relayed += len(fresh)
             newest = max(fresh, key=lambda e: e.seq)
@@ -194,18 +202,22 @@ class OutboxRelay:
                 found.append(events[0])
         return found
 
-    async def _entry(self, event: OutboxEvent) -> AuditEntry:
-        return change_entry(event, await self._patients(event), self._source)
-
-    async def _patients(self, event: OutboxEvent) -> list[str]:
-        version = event.version_id - 1 if event.method == "delete" else event.version_id
-        if self._finder is None or version < 1:
-            return []
-        try:
-            stored = await self._repository.vread(event.resource_type, event.id, version)
-        except FhirError:
-            return []
-        return self._finder.patients_in(stored.content)
+    async def _patients(self, events: list[OutboxEvent]) -> list[list[str]]:
+        """The patients each event's version names (a delete: the version before it), all
+        read in one go (``Repository.versions``: one statement on SQL, not a read per
+        change); none for a version no longer stored or itself a delete."""
+        finder = self._finder
+        if finder is None:
+            return [[] for _ in events]
+        keys = [(e.resource_type, e.id, _described(e)) for e in events]
+        wanted = [key for key in keys if key[2] >= 1]
+        found = dict(zip(wanted, await self._repository.versions(wanted), strict=True))
+        return [
+            finder.patients_in(stored.content)
+            if (stored := found.get(key)) is not None and not stored.deleted
+            else []
+            for key in keys
+        ]
 
     async def run(self) -> None:
         """Relay forever (the owner's loop, or a standby that claims the job when its owner

@@ -116,7 +116,10 @@ def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> St
     row (FOR UPDATE), then the delivery. A data-modifying CTE's changes are not seen by the rest
     of its statement, so the new ``next_attempt`` is worked out over the snapshot's pending
     events other than ``:id`` plus the changed delivery as RETURNING gives it (if still
-    pending). Returns the new ``next_attempt``; no row when ``:owner`` does not hold ``:id``."""
+    pending), or ``:now`` when there is none in the snapshot but the subscription has numbered
+    later events (queued by an enqueue that committed while this statement waited for the
+    subscription's row). Returns the new ``next_attempt``; no row when ``:owner`` does not hold
+    ``:id``."""
     delivery_sub = select(_d.subscription_id).where(_d.id == bindparam("id")).scalar_subquery()
     locked = (
         select(_s.subscription_id)
@@ -156,7 +159,11 @@ def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> St
         .limit(1)
         .scalar_subquery()
     )
-    settle: dict[str, Any] = {"next_attempt": head}
+    # The snapshot predates the lock: an enqueue that held the subscription's row until just
+    # before may have queued events the snapshot lacks. They come after the settled one (its
+    # events_since_start, read from the row as locked, says so): due now, not "nothing left".
+    newer = case((_s.events_since_start > changed.c.event_number, bindparam("now")))
+    settle: dict[str, Any] = {"next_attempt": func.coalesce(head, newer)}
     if success:
         settle.update(failures=0, last_delivered=changed.c.event_number)
     elif success is not None:
