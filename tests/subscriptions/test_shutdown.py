@@ -8,8 +8,10 @@ forever (infra/tasks.py).
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +19,7 @@ from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError
 from healthbridge.settings import Settings
 from healthbridge.store.memory import MemoryRepository
+from healthbridge.store.subscriptions import Batch, NewEvent
 from healthbridge.subscriptions.feature import SubscriptionsFeature
 
 
@@ -74,4 +77,39 @@ async def test_a_cancellation_that_arrives_as_the_worker_wakes_is_not_lost(tmp_p
         task.cancel()  # ... and the task cancelled in the same turn of the loop
         done, _ = await asyncio.wait([task], timeout=2)
         assert done, "the worker went on after being cancelled"
+    await feature.close()
+
+
+async def test_a_claim_interrupted_by_shutdown_is_handed_back(tmp_path: Path) -> None:
+    """Shutdown cancels the worker while its claim is under way: the claim may commit all the
+    same (SQLite's writer thread, a statement the server already ran), and the delivery it
+    leased must be handed back like any in flight, not wait out its lease (the next server
+    would send nothing for that subscription until then)."""
+    repository = MemoryRepository()
+    feature = SubscriptionsFeature(
+        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
+        repository,
+        load_definitions(),
+    )
+    queue = repository.subscriptions
+    await queue.enqueue(Batch("d", 1, [NewEvent("s", 1, "Patient", "p1", 1, {})]))
+    await queue.set_status("s", "active")
+    leased = asyncio.Event()
+    real_claim = queue.claim
+
+    async def claim_then_linger(*args: Any, **kwargs: Any) -> Any:
+        claimed = await real_claim(*args, **kwargs)  # committed ...
+        leased.set()
+        await asyncio.sleep(0.2)  # ... and the caller cancelled before it hears of it
+        return claimed
+
+    worker = feature.worker
+    worker.queue = cast(Any, SimpleNamespace(claim=claim_then_linger, release=queue.release))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(leased.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.release_in_flight()
+    again = await queue.claim(datetime.now(UTC), 10, 60, "next-server")
+    assert [d.event.number for d in again] == [1]
     await feature.close()

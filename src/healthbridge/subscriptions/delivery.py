@@ -139,13 +139,23 @@ class DeliveryWorker:
             ids = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
             self._websockets = (subscriptions, ids)
         websockets = self._websockets[1]
-        claimed = await self.queue.claim(
-            datetime.now(UTC),
-            limit,
-            self.lease_s,
-            self.owner,
-            skip=websockets[:MAX_CLAIM_FILTER],  # sent by their connections (websocket_hub)
+        claiming = asyncio.ensure_future(
+            self.queue.claim(
+                datetime.now(UTC),
+                limit,
+                self.lease_s,
+                self.owner,
+                skip=websockets[:MAX_CLAIM_FILTER],  # sent by their connections (websocket_hub)
+            )
         )
+        try:
+            claimed = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # shutdown: the claim may commit all the same (SQLite's writer thread, a statement
+            # the server already ran); what it leased is in flight, for release_in_flight
+            with contextlib.suppress(Exception):
+                self._in_flight |= {d.id for d in await claiming}
+            raise
         self._in_flight |= {d.id for d in claimed}
         if any(d.event.subscription_id not in subscriptions for d in claimed):
             subscriptions = await self.live.get(stale=True)  # made by another process
