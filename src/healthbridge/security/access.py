@@ -187,23 +187,19 @@ class AccessPolicy:
         """Would ``access`` be shown ``stored`` (a version already read) by a vread? The checks
         of :meth:`wrap`'s vread without reading it again (the subscription dispatcher holds
         every version it matches)."""
-        return await self._visible(access, stored) is not None
+        return access.unrestricted or await self._visible(access, stored) is not None
 
     async def shown(self, access: AccessContext, stored: StoredResource) -> StoredResource | None:
         """``stored`` (a version already read) as :meth:`wrap`'s vread would return it to
         ``access`` (redacted), or None where that vread answers 404 (the subscription delivery
         worker gets the focus version with its claim)."""
-        checks = await self._visible(access, stored)
-        if checks is None:
-            return None
-        return stored if isinstance(checks, bool) else checks.redact(stored)
-
-    async def _visible(
-        self, access: AccessContext, stored: StoredResource
-    ) -> _Checks | bool | None:
-        """The checks that let ``access`` see ``stored`` (True: unrestricted), or None."""
         if access.unrestricted:
-            return True
+            return stored
+        checks = await self._visible(access, stored)
+        return None if checks is None else checks.redact(stored)
+
+    async def _visible(self, access: AccessContext, stored: StoredResource) -> _Checks | None:
+        """The checks of a restricted ``access`` that let it see ``stored``, or None."""
         checks = _Checks(access, self)
         try:
             decision = checks.allow(stored.resource_type, "vread")

@@ -77,14 +77,17 @@ class Engine(Reader, Protocol):
 
         All or nothing: when this raises, nothing ``work`` wrote was committed (``Unavailable``
         when the database failed to commit), save when the connection was lost while the server
-        committed. Errors ``work`` raises reach only this caller.
+        committed, and save when the caller was cancelled: the write may still commit (SQLite's
+        writer thread goes on), so a caller that must know awaits it shielded (the subscription
+        worker's claim). Errors ``work`` raises reach only this caller.
         """
         ...
 
     async def write_all(self, work: Work[T]) -> T:
         """Run ``work`` as one atomic database transaction and make it durable before
         returning (SQLite: group-committed like :meth:`write_one`; PostgreSQL: a unit of
-        work). When this raises, nothing ``work`` wrote was committed."""
+        work). When this raises, nothing ``work`` wrote was committed (save as for
+        :meth:`write_one`)."""
         ...
 
     async def schema_revision(self) -> str | None:

@@ -389,7 +389,7 @@ class SubscriptionStatements:
     def _claim_query(self, only: int | None, skip: int) -> Any:
         ready_cte = _ready_query(only, skip).cte("ready")
         head = (  # one descent of the (subscription_id, state, event_number) index each
-            select(_d.id, _d.due, _d.lease_until)
+            select(_d.id)
             .where(_d.subscription_id == ready_cte.c.subscription_id, _d.state == "pending")
             .order_by(_d.event_number)
             .limit(1)
@@ -398,14 +398,10 @@ class SubscriptionStatements:
         heads = (
             select(head.c.id, ready_cte.c.subscription_id, ready_cte.c.events_since_start)
             .select_from(ready_cte.join(head, true()))
-            .where(
-                head.c.due <= bindparam("now"),
-                or_(head.c.lease_until.is_(None), head.c.lease_until <= bindparam("now")),
-            )
             .cte("heads")
         )
-        leased = (  # the head's conditions again: PostgreSQL re-checks them on the row as
-            # it is now, should a settle have committed since the statement's snapshot
+        leased = (  # claimable heads only: tested here, where PostgreSQL re-checks them on
+            # the row as it is now, should a settle have committed since the snapshot
             update(subscription_delivery)
             .where(_d.id == heads.c.id, _d.state == "pending", _d.due <= bindparam("now"))
             .where(_unleased())
