@@ -117,6 +117,39 @@ async def test_claims_one_per_subscription_lowest_first(repo: Repository, clock:
     assert last and last.next_attempt is None and not last.due(clock.now)  # nothing pending
 
 
+async def test_deliveries_settled_together(repo: Repository, clock: FakeClock) -> None:
+    """Deliveries that finish at the same moment (PostgreSQL settles them in one statement):
+    each gets its own answer, one whose lease the caller does not hold changes nothing, and
+    each subscription's next event is due after its own."""
+    queue = repo.subscriptions
+    twice, once = ["s0", "s1", "s2"], ["s3", "s4", "s5"]
+    events = [event(s, seq) for seq in (1, 2) for s in twice] + [event(s, 3) for s in once]
+    await queue_and_activate(repo, events, *twice, *once)
+    claimed = {d.event.subscription_id: d for d in await queue.claim(clock.now, 10, 30, "w")}
+    assert sorted(claimed) == twice + once
+    owners = {sub: "other" if sub == "s5" else "w" for sub in claimed}
+    settled = dict(
+        zip(
+            claimed,
+            await asyncio.gather(*(queue.delivered(d.id, owners[s]) for s, d in claimed.items())),
+            strict=True,
+        )
+    )
+    assert all(settled[sub].due(clock.now) for sub in twice)  # each one's event 2 is next
+    assert [settled[sub].next_attempt for sub in ("s3", "s4")] == [None, None]
+    assert not settled["s5"]  # not the caller's lease: still pending, still leased
+    for sub in twice + once:
+        state = await queue.status(sub)
+        assert state is not None
+        assert (state.last_delivered, state.failures) == ((0, 0) if sub == "s5" else (1, 0))
+    (leased,) = await queue.events("s5")
+    assert (leased.state, leased.owner) == ("pending", "w")
+    again = await queue.claim(clock.now, 10, 30, "w")
+    assert sorted((d.event.subscription_id, d.event.number) for d in again) == [
+        (sub, 2) for sub in twice
+    ]
+
+
 async def test_a_claim_may_carry_the_focus_version(
     repo: Repository, clock: FakeClock, backend: str
 ) -> None:
@@ -540,3 +573,30 @@ async def waiting_for_a_lock(connection: asyncpg.Connection) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the settle never waited for the enqueue's lock")
+
+
+async def test_the_state_table_is_vacuumed_while_the_queue_works(
+    postgres_database: databases.PostgresDatabase,
+) -> None:
+    """PostgreSQL: every event updates its subscription's row three times, each update a dead
+    version claims and settles would read through until a vacuum (autovacuum may be off, and
+    looks once a minute when on): the queue vacuums the table itself as it works."""
+    url = postgres_database.require()
+    await databases.empty_postgres(url)
+    count = (
+        "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables"
+        " WHERE relname = 'subscription_state'"
+    )
+    watcher = await asyncpg.connect(url)
+    try:
+        before = await watcher.fetchval(count)
+        async with repositories(url, 1) as (repo,):
+            queue = repo.subscriptions
+            await queue.enqueue(Batch(D, 1, [event("a", 1)]))
+            await activate(repo, "a")
+            (first,) = await queue.claim(datetime.now(UTC), 10, 30, "w")
+            assert await queue.delivered(first.id, "w")
+        # (closing the repository waited for the vacuum it started)
+        assert await watcher.fetchval(count) > before
+    finally:
+        await watcher.close()

@@ -226,4 +226,5 @@ class SqlRepository:
 
     async def close(self) -> None:
         await self.records.signal.close()
+        await self.subscriptions.close()
         await self._engine.close()

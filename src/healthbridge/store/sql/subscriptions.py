@@ -20,12 +20,16 @@ so PostgreSQL transactions do not deadlock:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from healthbridge.infra.batching import Coalescer
+from healthbridge.infra.logging import get_logger
 from healthbridge.store.instants import Clock, from_micros, to_micros
 from healthbridge.store.sql.compiled import Statement
 from healthbridge.store.sql.engine import Engine, Row, Session, Work
@@ -49,6 +53,10 @@ from healthbridge.store.subscriptions import (
     SubscriptionStatus,
     check_claim_filter,
 )
+
+VACUUM_EVERY_S = 1.0
+"""How often, at most, a process vacuums the state table while it changes the queue."""
+_log = get_logger("healthbridge.store.subscriptions")
 
 assert DELIVERY_COLUMNS[:2] == ("id", "subscription_id") and len(STATE_COLUMNS) == 7
 
@@ -135,6 +143,11 @@ class SqlSubscriptions:
         self._engine = engine
         self._clock = clock
         self._sql = SubscriptionStatements(engine.dialect)
+        self._deliveries: Coalescer[tuple[int, str], Settled] | None = None
+        if self._sql.delivered_all is not None:
+            self._deliveries = Coalescer(self._delivered_all)
+        self._vacuumed = -VACUUM_EVERY_S
+        self._vacuuming: asyncio.Task[None] | None = None
 
     def _now(self) -> int:
         return to_micros(self._clock())
@@ -155,25 +168,44 @@ class SqlSubscriptions:
             by_sub: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
                 by_sub.setdefault(row["subscription_id"], []).append(row)
-            for sub in sorted(by_sub):
-                await self._number(session, sub, by_sub[sub], now)
-            if rows:
+            await self._number_all(session, by_sub, now)
+            if rows and sql.insert_all is not None:  # one statement (PostgreSQL)
+                columns = {name: [row[name] for row in rows] for name in sql.insert_all.names}
+                await session.execute([(sql.insert_all, sql.insert_all.bind(**columns))])
+            elif rows:
                 values = [sql.insert.bind(**row) for row in rows]
                 await session.execute([(sql.insert, values)])
             return rows
 
-        return [_event(row) for row in await self._engine.write_all(work)]
+        events = [_event(row) for row in await self._engine.write_all(work)]
+        if events:
+            self._changed()
+        return events
 
-    async def _number(
-        self, session: Session, sub: str, rows: list[dict[str, Any]], now: int
+    async def _number_all(
+        self, session: Session, by_sub: dict[str, list[dict[str, Any]]], now: int
     ) -> None:
-        statement = self._sql.number
-        args = statement.bind(sub=sub, count=len(rows), now=now)
-        last = await session.fetch_one(statement, args)
-        assert last is not None
-        first = int(last[0]) - len(rows) + 1
-        for offset, row in enumerate(rows):
-            row["event_number"] = first + offset
+        """Number each subscription's rows, the subscriptions in id order (their rows locked
+        so): in one statement where the dialect can, else one per subscription."""
+        subs = sorted(by_sub)
+        if not subs:
+            return
+        statement = self._sql.number_all
+        if statement is not None:
+            counts = [len(by_sub[sub]) for sub in subs]
+            args = statement.bind(subs=subs, counts=counts, now=now)
+            lasts = {str(r[0]): int(r[1]) for r in await session.fetch_all(statement, args)}
+        else:
+            lasts = {}
+            for sub in subs:
+                one = self._sql.number.bind(sub=sub, count=len(by_sub[sub]), now=now)
+                last = await session.fetch_one(self._sql.number, one)
+                assert last is not None
+                lasts[sub] = int(last[0])
+        for sub in subs:
+            first = lasts[sub] - len(by_sub[sub]) + 1
+            for offset, row in enumerate(by_sub[sub]):
+                row["event_number"] = first + offset
 
     async def dispatcher_cursor(self, name: str) -> int:
         row = await self._engine.fetch_one(self._sql.cursor, self._sql.cursor.bind(name=name))
@@ -207,6 +239,8 @@ class SqlSubscriptions:
             rows, numbered = await self._engine.write_all(self._claim_steps(shape, args))
             lease_end = from_micros(until)
             leased = [_leased(_delivery(row), owner, lease_end, numbered) for row in rows]
+        if leased:
+            self._changed()
         return sorted(leased, key=lambda d: (d.due, d.id))
 
     def _claim_steps(
@@ -255,7 +289,9 @@ class SqlSubscriptions:
                 row = await session.fetch_one(at_once, args)
                 return NOT_HELD if row is None else Settled(True, _instant(row[0]))
 
-            return await self._engine.write_one(one)
+            settled = await self._engine.write_one(one)
+            self._changed()
+            return settled
 
         async def work(session: Session) -> Settled:
             locked = await session.fetch_one(sql.lock_of, sql.lock_of.bind(id=id))
@@ -272,7 +308,45 @@ class SqlSubscriptions:
         return await self._engine.write_all(work)
 
     async def delivered(self, id: int, owner: str) -> Settled:
+        if self._deliveries is not None:  # PostgreSQL: those finishing together, at once
+            return await self._deliveries((id, owner))
         return await self._finish(id, owner, self._sql.done)
+
+    async def _delivered_all(self, items: list[tuple[int, str]]) -> list[Settled]:
+        """Deliveries (id, owner) delivered in one statement; each one's :class:`Settled`."""
+        statement = self._sql.delivered_all
+        assert statement is not None
+        ids, owners = [id for id, _ in items], [owner for _, owner in items]
+        args = statement.bind(ids=ids, owners=owners, now=self._now())
+        rows = await self._engine.write_one(_fetch_all(statement, args))
+        found = {(int(row[0]), str(row[1])): _instant(row[2]) for row in rows}
+        self._changed()
+        return [Settled(True, found[item]) if item in found else NOT_HELD for item in items]
+
+    def _changed(self) -> None:
+        """The queue changed: vacuum its state table (:data:`_PG_VACUUM`), in the background,
+        at most once every :data:`VACUUM_EVERY_S` (PostgreSQL; nothing to do on SQLite, which
+        updates in place)."""
+        vacuum = self._sql.vacuum
+        if vacuum is None or (self._vacuuming is not None and not self._vacuuming.done()):
+            return
+        now = time.monotonic()
+        if now - self._vacuumed >= VACUUM_EVERY_S:
+            self._vacuumed = now
+            self._vacuuming = asyncio.create_task(self._vacuum(vacuum))
+
+    async def _vacuum(self, vacuum: Statement) -> None:
+        try:
+            await self._engine.write_one(_execute(vacuum))
+        except Exception as exc:  # (the next change tries again)
+            _log.warning("subscription queue vacuum failed", error=repr(exc))
+
+    async def close(self) -> None:
+        """Wait for settles and the vacuum under way (before the engine closes)."""
+        if self._deliveries is not None:
+            await self._deliveries.idle()
+        if self._vacuuming is not None:
+            await asyncio.gather(self._vacuuming, return_exceptions=True)
 
     async def failed(self, id: int, owner: str, error: str, retry_at: datetime) -> Settled:
         return await self._finish(id, owner, self._sql.retry, error=error, due=to_micros(retry_at))
@@ -340,6 +414,13 @@ class SqlSubscriptions:
             return len(await session.fetch_all(statement, args))
 
         return await self._engine.write_all(work)
+
+
+def _execute(statement: Statement) -> Work[None]:
+    async def one(session: Session) -> None:
+        await session.execute([(statement, ())])
+
+    return one
 
 
 def _fetch_all(statement: Statement, args: tuple[Any, ...]) -> Work[list[Row]]:
