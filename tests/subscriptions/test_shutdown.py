@@ -113,3 +113,63 @@ async def test_a_claim_interrupted_by_shutdown_is_handed_back(tmp_path: Path) ->
     again = await queue.claim(datetime.now(UTC), 10, 60, "next-server")
     assert [d.event.number for d in again] == [1]
     await feature.close()
+
+
+class _Connection:
+    async def notify(self, subscription_id: str, text: str) -> bool:
+        return True
+
+    async def shutdown(self) -> None:
+        return None
+
+
+async def test_the_websocket_hub_hands_back_what_it_held_at_shutdown(tmp_path: Path) -> None:
+    """The websocket hub, stopped while it claims (the claim committing all the same) or while
+    it sends, hands its deliveries back as the worker does: a client that binds to the next
+    server gets them at once, not after the hub's lease."""
+    repository = MemoryRepository()
+    feature = SubscriptionsFeature(
+        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
+        repository,
+        load_definitions(),
+    )
+    queue = repository.subscriptions
+    events = [NewEvent(sub, 1, "Patient", "p1", 1, {}) for sub in ("claiming", "sending")]
+    await queue.enqueue(Batch("d", 1, events))
+    for sub in ("claiming", "sending"):
+        await queue.set_status(sub, "active")
+    hub = feature.hub
+    hub.bind(_Connection(), "sending")
+    sending = asyncio.Event()
+
+    async def send_forever(*_args: object) -> bool:
+        sending.set()
+        await asyncio.sleep(60)
+        return True
+
+    hub._deliver = send_forever  # type: ignore[method-assign]
+    task = asyncio.create_task(hub.step())
+    await asyncio.wait_for(sending.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    hub.bind(_Connection(), "claiming")
+    leased = asyncio.Event()
+    real_claim = queue.claim
+
+    async def claim_then_linger(*args: Any, **kwargs: Any) -> Any:
+        claimed = await real_claim(*args, **kwargs)  # committed ...
+        leased.set()
+        await asyncio.sleep(0.2)  # ... and the hub cancelled before it hears of it
+        return claimed
+
+    hub.queue = cast(Any, SimpleNamespace(claim=claim_then_linger, release=queue.release))
+    task = asyncio.create_task(hub.step())
+    await asyncio.wait_for(leased.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert await queue.claim(datetime.now(UTC), 10, 60, "next-server") == []  # both leased
+    await feature.close()  # hands them back
+    again = await queue.claim(datetime.now(UTC), 10, 60, "next-server")
+    assert sorted(d.event.subscription_id for d in again) == ["claiming", "sending"]

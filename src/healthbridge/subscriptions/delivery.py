@@ -29,7 +29,6 @@ does. It is also logged (``subscription notification``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from healthbridge.store.subscriptions import (
 )
 from healthbridge.subscriptions.channels.base import DeliveryResult
 from healthbridge.subscriptions.channels.websocket import is_websocket, websocket_ids
+from healthbridge.subscriptions.in_flight import InFlight
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.notifications import Event
 from healthbridge.subscriptions.sender import Sender, instant
@@ -118,7 +118,7 @@ class DeliveryWorker:
         self.recorder = recorder
         self.revocations = revocations or NeverRevoked()
         self._wake = asyncio.Event()
-        self._in_flight: set[int] = set()  # delivery ids claimed and not settled yet
+        self._in_flight = InFlight(lambda: self.queue, owner)  # claimed, not settled yet
         self._websockets: tuple[dict[str, Live] | None, list[str]] = (None, [])
 
     def wake(self) -> None:
@@ -139,7 +139,7 @@ class DeliveryWorker:
             ids = websocket_ids((id, live.subscription) for id, live in subscriptions.items())
             self._websockets = (subscriptions, ids)
         websockets = self._websockets[1]
-        claiming = asyncio.ensure_future(
+        claimed = await self._in_flight.claim(
             self.queue.claim(
                 datetime.now(UTC),
                 limit,
@@ -148,15 +148,6 @@ class DeliveryWorker:
                 skip=websockets[:MAX_CLAIM_FILTER],  # sent by their connections (websocket_hub)
             )
         )
-        try:
-            claimed = await asyncio.shield(claiming)
-        except asyncio.CancelledError:
-            # shutdown: the claim may commit all the same (SQLite's writer thread, a statement
-            # the server already ran); what it leased is in flight, for release_in_flight
-            with contextlib.suppress(Exception):
-                self._in_flight |= {d.id for d in await claiming}
-            raise
-        self._in_flight |= {d.id for d in claimed}
         if any(d.event.subscription_id not in subscriptions for d in claimed):
             subscriptions = await self.live.get(stale=True)  # made by another process
         return [(d, subscriptions.get(d.event.subscription_id)) for d in claimed]
@@ -165,24 +156,13 @@ class DeliveryWorker:
         """Deliver one claimed delivery; True when its subscription has another event due now.
         Cancelled (shutdown): it stays in flight, to be handed back; failed otherwise: its
         lease runs out and a later claim retries it."""
-        try:
-            more = await self._deliver(delivery, live)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self._in_flight.discard(delivery.id)
-            raise
-        self._in_flight.discard(delivery.id)
-        return more
+        return await self._in_flight.settle(delivery, self._deliver(delivery, live))
 
     async def release_in_flight(self) -> None:
         """At shutdown (the worker's task cancelled): hand back the deliveries it held, so that
         the next worker sends them at once rather than after their lease (one may have reached
         its endpoint already: delivery is at least once)."""
-        held, self._in_flight = self._in_flight, set()
-        for id in sorted(held):
-            with contextlib.suppress(Exception):
-                await self.queue.release(id, self.owner)
+        await self._in_flight.release()
 
     async def prepare(self, live: Live | None, delivery: Delivery, owner: str) -> Prepared | None:
         """What the notification of ``delivery`` carries, once there is room in the audit

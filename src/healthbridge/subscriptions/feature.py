@@ -193,6 +193,7 @@ class SubscriptionsFeature:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.worker.release_in_flight()
+        await self.hub.release_in_flight()
         await self.dispatcher.resign()
         if self.missed_doses is not None:
             await self.missed_doses.close()

@@ -13,6 +13,8 @@ everything else, ``skip=...``), in event-number order, one in flight per subscri
 * a delivery whose subscription lost its connections meanwhile, or whose send failed (the
   client went away), is released untried: events recorded while no client is bound stay
   pending, uncounted, until one binds (in any server process) or ``$events`` is asked;
+* what it claimed and has not settled when the server stops is handed back
+  (:mod:`.in_flight`), as the delivery worker does;
 * the hub looks when the dispatcher of this process queued events or a connection bound
   (:meth:`WebsocketHub.wake`) and at least every ``poll_seconds`` for events queued by other
   processes.
@@ -35,6 +37,7 @@ from healthbridge.store.repository import Repository
 from healthbridge.store.subscriptions import MAX_CLAIM_FILTER, Delivery, DeliveryQueue
 from healthbridge.subscriptions.channels.base import DeliveryResult
 from healthbridge.subscriptions.delivery import DeliveryWorker
+from healthbridge.subscriptions.in_flight import InFlight
 from healthbridge.subscriptions.live import Live, LiveSubscriptions
 from healthbridge.subscriptions.sender import Sender
 
@@ -76,6 +79,7 @@ class WebsocketHub:
         self._bound: dict[str, list[Bound]] = {}  # subscription id -> its connections
         self._connections: set[Bound] = set()
         self._wake = asyncio.Event()
+        self._in_flight = InFlight(lambda: self.queue, self.owner)  # claimed, not settled yet
 
     def wake(self) -> None:
         """Events may be due (queued in this process, or a connection bound): look now."""
@@ -112,18 +116,22 @@ class WebsocketHub:
         claimed: list[Delivery] = []
         for start in range(0, len(ids), MAX_CLAIM_FILTER):
             chunk = ids[start : start + MAX_CLAIM_FILTER]
-            claimed += await self.queue.claim(
-                datetime.now(UTC), self.batch_size, self.lease_s, self.owner, only=chunk
+            claimed += await self._in_flight.claim(
+                self.queue.claim(
+                    datetime.now(UTC), self.batch_size, self.lease_s, self.owner, only=chunk
+                )
             )
         if claimed:
             subscriptions = await self.live.get()
             if any(d.event.subscription_id not in subscriptions for d in claimed):
                 subscriptions = await self.live.get(stale=True)
-            done = await asyncio.gather(
-                *(self._deliver(d, subscriptions.get(d.event.subscription_id)) for d in claimed)
-            )
+            done = await asyncio.gather(*(self._settle(d, subscriptions) for d in claimed))
             return sum(done)
         return 0
+
+    async def _settle(self, delivery: Delivery, subscriptions: dict[str, Live]) -> bool:
+        live = subscriptions.get(delivery.event.subscription_id)
+        return await self._in_flight.settle(delivery, self._deliver(delivery, live))
 
     async def _deliver(self, delivery: Delivery, live: Live | None) -> bool:
         """Send one delivery; whether it was settled (sent, or given up on)."""
@@ -181,6 +189,11 @@ class WebsocketHub:
             return 0.0
 
         await forever(once, what="websocket delivery", log=_log, transient=(FhirError,))
+
+    async def release_in_flight(self) -> None:
+        """At shutdown (the hub's task cancelled): hand back the deliveries it held, so that
+        a client that binds to another server gets them at once, not after their lease."""
+        await self._in_flight.release()
 
     async def close(self) -> None:
         """Close every connection (the server is stopping)."""
