@@ -19,8 +19,13 @@ from healthbridge.fhir.definitions import load_definitions
 from healthbridge.fhir.errors import FhirError
 from healthbridge.settings import Settings
 from healthbridge.store.memory import MemoryRepository
-from healthbridge.store.subscriptions import Batch, NewEvent
+from healthbridge.store.subscriptions import Batch, DeliveryQueue, NewEvent
 from healthbridge.subscriptions.feature import SubscriptionsFeature
+
+
+def feature_of(tmp_path: Path, repository: MemoryRepository) -> SubscriptionsFeature:
+    settings = Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir")
+    return SubscriptionsFeature(settings, repository, load_definitions())
 
 
 def _masking(error: BaseException) -> Any:
@@ -35,11 +40,7 @@ def _masking(error: BaseException) -> Any:
 
 @pytest.mark.parametrize("error", [RuntimeError("driver"), FhirError("database unavailable")])
 async def test_every_subscription_loop_ends_on_cancel(tmp_path: Path, error: Exception) -> None:
-    feature = SubscriptionsFeature(
-        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
-        MemoryRepository(),
-        load_definitions(),
-    )
+    feature = feature_of(tmp_path, MemoryRepository())
     feature.dispatcher.step = _masking(error)  # type: ignore[method-assign]
     feature.worker.step = _masking(error)  # type: ignore[method-assign]
     feature.timekeeper.step = _masking(error)  # type: ignore[method-assign]
@@ -58,11 +59,7 @@ async def test_a_cancellation_that_arrives_as_the_worker_wakes_is_not_lost(tmp_p
     """A cancellation that arrives as the worker is woken from its pause between claims ends
     it (the pause uses asyncio.timeout: Python 3.11's asyncio.wait_for may return normally
     when cancelled just as its awaitable completes, and the loop would go on)."""
-    feature = SubscriptionsFeature(
-        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
-        MemoryRepository(),
-        load_definitions(),
-    )
+    feature = feature_of(tmp_path, MemoryRepository())
     worker = feature.worker
     worker.poll_seconds = 60.0
 
@@ -80,31 +77,32 @@ async def test_a_cancellation_that_arrives_as_the_worker_wakes_is_not_lost(tmp_p
     await feature.close()
 
 
+def lingering(queue: DeliveryQueue, leased: asyncio.Event) -> Any:
+    """``queue`` whose claims commit, set ``leased``, then take a while to return (the
+    claimer is cancelled before it hears of them)."""
+
+    async def claim_then_linger(*args: Any, **kwargs: Any) -> Any:
+        claimed = await queue.claim(*args, **kwargs)  # committed ...
+        leased.set()
+        await asyncio.sleep(0.2)  # ... and the caller cancelled before it hears of it
+        return claimed
+
+    return cast(Any, SimpleNamespace(claim=claim_then_linger, release=queue.release))
+
+
 async def test_a_claim_interrupted_by_shutdown_is_handed_back(tmp_path: Path) -> None:
     """Shutdown cancels the worker while its claim is under way: the claim may commit all the
     same (SQLite's writer thread, a statement the server already ran), and the delivery it
     leased must be handed back like any in flight, not wait out its lease (the next server
     would send nothing for that subscription until then)."""
     repository = MemoryRepository()
-    feature = SubscriptionsFeature(
-        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
-        repository,
-        load_definitions(),
-    )
+    feature = feature_of(tmp_path, repository)
     queue = repository.subscriptions
     await queue.enqueue(Batch("d", 1, [NewEvent("s", 1, "Patient", "p1", 1, {})]))
     await queue.set_status("s", "active")
     leased = asyncio.Event()
-    real_claim = queue.claim
-
-    async def claim_then_linger(*args: Any, **kwargs: Any) -> Any:
-        claimed = await real_claim(*args, **kwargs)  # committed ...
-        leased.set()
-        await asyncio.sleep(0.2)  # ... and the caller cancelled before it hears of it
-        return claimed
-
     worker = feature.worker
-    worker.queue = cast(Any, SimpleNamespace(claim=claim_then_linger, release=queue.release))
+    worker.queue = lingering(queue, leased)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(leased.wait(), 5)
     task.cancel()
@@ -128,11 +126,7 @@ async def test_the_websocket_hub_hands_back_what_it_held_at_shutdown(tmp_path: P
     it sends, hands its deliveries back as the worker does: a client that binds to the next
     server gets them at once, not after the hub's lease."""
     repository = MemoryRepository()
-    feature = SubscriptionsFeature(
-        Settings(data_dir=tmp_path, public_base_url="http://localhost/fhir"),
-        repository,
-        load_definitions(),
-    )
+    feature = feature_of(tmp_path, repository)
     queue = repository.subscriptions
     events = [NewEvent(sub, 1, "Patient", "p1", 1, {}) for sub in ("claiming", "sending")]
     await queue.enqueue(Batch("d", 1, events))
@@ -155,15 +149,7 @@ async def test_the_websocket_hub_hands_back_what_it_held_at_shutdown(tmp_path: P
 
     hub.bind(_Connection(), "claiming")
     leased = asyncio.Event()
-    real_claim = queue.claim
-
-    async def claim_then_linger(*args: Any, **kwargs: Any) -> Any:
-        claimed = await real_claim(*args, **kwargs)  # committed ...
-        leased.set()
-        await asyncio.sleep(0.2)  # ... and the hub cancelled before it hears of it
-        return claimed
-
-    hub.queue = cast(Any, SimpleNamespace(claim=claim_then_linger, release=queue.release))
+    hub.queue = lingering(queue, leased)
     task = asyncio.create_task(hub.step())
     await asyncio.wait_for(leased.wait(), 5)
     task.cancel()
