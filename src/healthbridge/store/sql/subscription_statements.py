@@ -181,7 +181,7 @@ def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> St
 _PG_VACUUM = Statement("VACUUM (SKIP_LOCKED) subscription_state", (), {})
 """The hot state table vacuumed (PostgreSQL, https://www.postgresql.org/docs/current/routine-vacuuming.html):
 each event updates its subscription's row three times (numbered, held, settled) and a new
-``next_attempt`` is a new entry in the ``(status, next_attempt)`` index, so a table of 100
+``next_attempt`` is a new entry in the ``(status, next_attempt)`` index, so a table of 200
 rows held 29,000 dead versions after a five-minute benchmark (autovacuum off; with it on, it
 looks at a table once a ``autovacuum_naptime``, a minute by default), and every claim and
 settle read through them: vacuumed each second, the queue's PostgreSQL CPU per delivery fell

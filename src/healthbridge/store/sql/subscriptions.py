@@ -15,7 +15,12 @@ so PostgreSQL transactions do not deadlock:
   event of a subscription is in flight and events go out in number order.
 * Enqueueing upserts the dispatcher's cursor first (a row lock that serialises runs of one
   dispatcher), skips events already recorded for the same (outbox seq, subscription), and takes
-  each subscription's numbers with one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``.
+  each subscription's numbers with one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` (on
+  PostgreSQL one such statement numbers all of them, and one more inserts every delivery).
+* On PostgreSQL, deliveries marked delivered while a settle is under way go together in the
+  next statement (:class:`~healthbridge.infra.batching.Coalescer`), and a process that changes
+  the queue vacuums ``subscription_state`` at most once every :data:`VACUUM_EVERY_S`
+  (:data:`~.subscription_statements._PG_VACUUM` says why).
 """
 
 from __future__ import annotations
