@@ -522,13 +522,15 @@ async def test_concurrent_workers_deliver_each_event_once_in_order(sql_url: str)
     assert delivered == {sub: list(range(1, 9)) for sub in subs}
 
 
+@pytest.mark.parametrize("settle", ["delivered", "dead_letter"])
 async def test_a_settle_that_waited_for_an_enqueue_leaves_its_event_claimable(
-    postgres_database: databases.PostgresDatabase,
+    postgres_database: databases.PostgresDatabase, settle: str
 ) -> None:
-    """PostgreSQL's one-statement settle takes its snapshot before it locks the subscription.
-    When it waited for an enqueue of the same subscription (its row locked while event 2 was
-    numbered and queued), its snapshot holds no event 2: the next attempt must not be cleared
-    for that, or event 2 would wait for ever (until a later event came)."""
+    """PostgreSQL's one-statement settles (the batched one of deliveries, the single one of
+    failures) take their snapshot before they lock the subscription. When one waited for an
+    enqueue of the same subscription (its row locked while event 2 was numbered and queued),
+    its snapshot holds no event 2: the next attempt must not be cleared for that, or event 2
+    would wait for ever (until a later event came)."""
     url = postgres_database.require()
     await databases.empty_postgres(url)
     async with repositories(url, 1) as (repo,):
@@ -551,11 +553,15 @@ async def test_a_settle_that_waited_for_an_enqueue_leaves_its_event_claimable(
                     " 'pending', 0, $1)",
                     now,
                 )
-                settle = asyncio.create_task(queue.delivered(first.id, "w"))
+                settling = asyncio.create_task(
+                    queue.delivered(first.id, "w")
+                    if settle == "delivered"
+                    else queue.dead_letter(first.id, "w", "HTTP 410")
+                )
                 await waiting_for_a_lock(enqueuer)
         finally:
             await enqueuer.close()
-        assert await settle
+        assert await settling
         state = await queue.status("a")
         assert state is not None and state.next_attempt is not None
         claimed = await queue.claim(datetime.now(UTC), 10, 30, "w")

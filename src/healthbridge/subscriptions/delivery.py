@@ -118,7 +118,7 @@ class DeliveryWorker:
         self.recorder = recorder
         self.revocations = revocations or NeverRevoked()
         self._wake = asyncio.Event()
-        self._in_flight = InFlight(lambda: self.queue, owner)  # claimed, not settled yet
+        self._in_flight = InFlight(owner)  # claimed, not settled yet
         self._websockets: tuple[dict[str, Live] | None, list[str]] = (None, [])
 
     def wake(self) -> None:
@@ -162,7 +162,7 @@ class DeliveryWorker:
         """At shutdown (the worker's task cancelled): hand back the deliveries it held, so that
         the next worker sends them at once rather than after their lease (one may have reached
         its endpoint already: delivery is at least once)."""
-        await self._in_flight.release()
+        await self._in_flight.release(self.queue)
 
     async def prepare(self, live: Live | None, delivery: Delivery, owner: str) -> Prepared | None:
         """What the notification of ``delivery`` carries, once there is room in the audit

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from healthbridge.store.subscriptions import Delivery, DeliveryQueue
@@ -27,8 +27,7 @@ T = TypeVar("T")
 
 
 class InFlight:
-    def __init__(self, queue: Callable[[], DeliveryQueue], owner: str) -> None:
-        self._queue = queue  # (read when used: tests swap the claimer's queue)
+    def __init__(self, owner: str) -> None:
         self.owner = owner
         self._ids: set[int] = set()
 
@@ -57,10 +56,10 @@ class InFlight:
         self._ids.discard(delivery.id)
         return result
 
-    async def release(self) -> None:
-        """Hand back every delivery still in flight (at shutdown, the claimer stopped)."""
+    async def release(self, queue: DeliveryQueue) -> None:
+        """Hand back to ``queue`` every delivery still in flight (at shutdown, the claimer
+        stopped)."""
         held, self._ids = self._ids, set()
-        queue = self._queue()
         for id in sorted(held):
             with contextlib.suppress(Exception):
                 await queue.release(id, self.owner)

@@ -79,7 +79,7 @@ class WebsocketHub:
         self._bound: dict[str, list[Bound]] = {}  # subscription id -> its connections
         self._connections: set[Bound] = set()
         self._wake = asyncio.Event()
-        self._in_flight = InFlight(lambda: self.queue, self.owner)  # claimed, not settled yet
+        self._in_flight = InFlight(self.owner)  # claimed, not settled yet
 
     def wake(self) -> None:
         """Events may be due (queued in this process, or a connection bound): look now."""
@@ -193,7 +193,7 @@ class WebsocketHub:
     async def release_in_flight(self) -> None:
         """At shutdown (the hub's task cancelled): hand back the deliveries it held, so that
         a client that binds to another server gets them at once, not after their lease."""
-        await self._in_flight.release()
+        await self._in_flight.release(self.queue)
 
     async def close(self) -> None:
         """Close every connection (the server is stopping)."""

@@ -18,6 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from healthbridge.store.sql.compiled import VERSION_COLUMNS, Statement, compile_statement
 from healthbridge.store.sql.dialects import Dialect, upsert_insert
@@ -46,7 +48,6 @@ _c = subscription_cursor.c
 DELIVERY_COLUMNS = tuple(column.name for column in subscription_delivery.columns)
 STATE_COLUMNS = tuple(column.name for column in subscription_state.columns)
 _INSERTED = tuple(name for name in DELIVERY_COLUMNS if name != "id")
-_TEXTS = frozenset(c.name for c in subscription_delivery.columns if c.type.python_type is str)
 
 
 def head_attempt() -> ScalarSelect[Any]:
@@ -110,8 +111,10 @@ def _finish(dialect: Dialect, **values: Any) -> Statement:
     return compile_statement(query.returning(_d.event_number), dialect)
 
 
-def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> Statement:
-    """The delivery's change and the subscription's settle in ONE statement, for dialects whose
+def _finish_at_once(dialect: Dialect, *, failed: bool, **values: Any) -> Statement:
+    """The delivery's change (a failure when ``failed``, else a hand-back; a delivery goes
+    through :data:`_PG_DELIVERED_ALL`) and the subscription's settle in ONE statement, for
+    dialects whose
     INSERT/UPDATE ... RETURNING may sit in WITH (PostgreSQL): one round trip instead of five
     (BEGIN, three statements, COMMIT). Same order of locks as step by step: the subscription's
     row (FOR UPDATE), then the delivery. A data-modifying CTE's changes are not seen by the rest
@@ -165,9 +168,7 @@ def _finish_at_once(dialect: Dialect, success: bool | None, **values: Any) -> St
     # events_since_start, read from the row as locked, says so): due now, not "nothing left".
     newer = case((_s.events_since_start > changed.c.event_number, bindparam("now")))
     settle: dict[str, Any] = {"next_attempt": func.coalesce(head, newer)}
-    if success:
-        settle.update(failures=0, last_delivered=changed.c.event_number)
-    elif success is not None:
+    if failed:
         settle.update(failures=_s.failures + 1)
     query = (
         update(subscription_state)
@@ -203,18 +204,18 @@ RETURNING subscription_id, events_since_start""",
 """:meth:`SubscriptionStatements._number` for many subscriptions in ONE statement
 (PostgreSQL): ``:counts`` numbers for each of ``:subs`` (given sorted: their rows are locked
 in that order, as everywhere); returns each one's last number."""
-_PG_INSERT_ALL = Statement(
-    f"""INSERT INTO subscription_delivery ({", ".join(_INSERTED)})
-SELECT * FROM unnest({
-        ", ".join(
-            f"${n}::{'text' if name in _TEXTS else 'bigint'}[]"
-            for n, name in enumerate(_INSERTED, 1)
-        )
-    })""",
-    _INSERTED,
-    {},
-)
-"""The deliveries of an enqueue in ONE statement (PostgreSQL): one array per column."""
+
+
+def _insert_all() -> Any:
+    """An enqueue's deliveries in ONE statement (PostgreSQL): one array per column, as
+    :mod:`.writes` inserts index rows. (A binary COPY measured no faster per enqueue, and the
+    mixed benchmark ran lower with it.)"""
+    columns = [subscription_delivery.c[name] for name in _INSERTED]
+    arrays = [cast(bindparam(c.name), ARRAY(c.type)) for c in columns]
+    rows = func.unnest(*arrays).table_valued(*_INSERTED).render_derived("r")
+    return insert(subscription_delivery).from_select(
+        list(_INSERTED), select(*(rows.c[name] for name in _INSERTED))
+    )
 
 
 _PG_DELIVERED_ALL = Statement(
@@ -251,7 +252,8 @@ SELECT c.id, c.owner, u.next_attempt FROM changed c JOIN updated u USING (subscr
     {},
 )
 """Deliveries ``:ids`` (each held by its ``:owners``) delivered at ``:now``, and their
-subscriptions settled, in ONE statement (PostgreSQL): :func:`_finish_at_once` for a batch,
+subscriptions settled, in ONE statement (PostgreSQL; :func:`_finish_at_once` settles one
+failure or hand-back so),
 its subscriptions' rows locked in id order (then their deliveries), as every queue change
 does. Both are driven by the ids, whatever the table's statistics say: the subscriptions to
 lock are collected first (``ARRAY(...)``), and ``locked`` is a one-time condition of
@@ -272,7 +274,7 @@ benchmark's mixed phase); now it keeps the generic plan (index lookups all the s
 class Finishing:
     """One way of settling a leased delivery (delivered, retry, dead, released): the delivery's
     ``change`` then the subscription's ``settle`` in a transaction, or both ``at_once`` where
-    the dialect can (None elsewhere)."""
+    the dialect can (None elsewhere, and for a delivery: see :func:`_finishing`)."""
 
     change: Statement
     settle: Statement
@@ -280,11 +282,13 @@ class Finishing:
 
 
 def _finishing(dialect: Dialect, success: bool | None, **values: Any) -> Finishing:
-    one = dialect.writes_in_one_statement
+    """A delivery (``success``) has no ``at_once``: PostgreSQL settles deliveries in batches
+    (:data:`_PG_DELIVERED_ALL`)."""
+    one = dialect.writes_in_one_statement and success is not True
     return Finishing(
         _finish(dialect, **values),
         _settle(dialect, success=success),
-        _finish_at_once(dialect, success, **values) if one else None,
+        _finish_at_once(dialect, failed=success is False, **values) if one else None,
     )
 
 
@@ -328,10 +332,10 @@ class SubscriptionStatements:
         self.number = c(self._number(), d)
         one = d.writes_in_one_statement
         self.number_all = _PG_NUMBER_ALL if one else None
-        self.insert_all = _PG_INSERT_ALL if one else None
         self.insert = c(
             insert(subscription_delivery).values({n: bindparam(n) for n in _INSERTED}), d, many=True
         )
+        self.insert_all = c(_insert_all(), d) if one else None
 
     def _claiming(self) -> None:
         c = compile_statement
